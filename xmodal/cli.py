@@ -1,0 +1,155 @@
+"""The ``xmodal`` command: LightningCLI for fit/validate/test/predict, plugins for the rest.
+
+``xmodal fit --modality audio`` is shorthand for ``--data.modality audio``; every other
+option follows LightningCLI conventions (``--config``, ``--print_config``, dotted
+overrides). Other subcommands (``plugins``, ``preview``, ...) come from the
+``register_commands`` hook, built-in ones included.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+
+from xmodal import plugins
+from xmodal.callbacks import PredictionCSVWriter
+from xmodal.data.datamodule import XModalDataModule
+from xmodal.errors import XModalError
+from xmodal.tasks.base import BaseTask
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+GLOBAL_FLAGS_HELP = """global options (before the command):
+  --strict-plugins          fail when a plugin cannot load, instead of skipping it
+  --disable-plugin NAME     do not load plugin NAME (repeatable; or XMODAL_DISABLE_PLUGINS)
+"""
+
+
+class XModalCLI(LightningCLI):
+    """LightningCLI with xmodal's defaults: classification head, best/last checkpoints,
+    early stopping, a test run after fit, predictions written as CSV."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, evaluate the best checkpoint on the test split")
+        parser.set_defaults({
+            "model": {"class_path": "xmodal.tasks.classification.ClassificationTask"},
+        })
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        datamodule = self.datamodule
+        if datamodule.spec is None or datamodule.spec.test is None:
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        results = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=ckpt_path,
+                                    verbose=False)
+        if results and self.trainer.is_global_zero:
+            metrics = results[0]
+            print(f"test accuracy: {metrics.get('test/acc', float('nan')):.4f}  "
+                  f"macro-F1: {metrics.get('test/f1', float('nan')):.4f}")
+
+
+def trainer_defaults() -> dict[str, Any]:
+    return {
+        "max_epochs": 10,
+        "default_root_dir": "xmodal_runs",
+        "log_every_n_steps": 10,
+        "callbacks": [
+            ModelCheckpoint(monitor="val/acc", mode="max", save_last=True,
+                            filename="best-{epoch:02d}"),
+            EarlyStopping(monitor="val/acc", mode="max", patience=5),
+            PredictionCSVWriter(),
+        ],
+    }
+
+
+def _pop_global_flags(argv: list[str]) -> list[str]:
+    """Handle --strict-plugins / --disable-plugin NAME before plugins load."""
+    rest, disabled = [], []
+    iterator = iter(argv)
+    for arg in iterator:
+        if arg == "--strict-plugins":
+            os.environ["XMODAL_STRICT_PLUGINS"] = "1"
+        elif arg == "--disable-plugin":
+            disabled.append(next(iterator, ""))
+        elif arg.startswith("--disable-plugin="):
+            disabled.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    if disabled:
+        current = os.environ.get("XMODAL_DISABLE_PLUGINS", "")
+        os.environ["XMODAL_DISABLE_PLUGINS"] = ",".join(filter(None, [current, *disabled]))
+    return rest
+
+
+def _expand_shortcuts(argv: list[str]) -> list[str]:
+    out = []
+    iterator = iter(argv)
+    for arg in iterator:
+        if arg == "--modality":
+            out += ["--data.modality", next(iterator, "")]
+        elif arg.startswith("--modality="):
+            out.append("--data.modality=" + arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+    return out
+
+
+def run_lightning(argv: list[str]) -> XModalCLI:
+    """Run a LightningCLI subcommand (fit, validate, test, predict)."""
+    return XModalCLI(
+        BaseTask,
+        XModalDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=False,
+        seed_everything_default=0,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        args=_expand_shortcuts(argv),
+        auto_configure_optimizers=False,
+    )
+
+
+def usage() -> str:
+    lines = ["usage: xmodal [global options] COMMAND [options]", "", "commands:"]
+    for name in LIGHTNING_COMMANDS:
+        lines.append(f"  {name:<14} LightningCLI {name} (see xmodal {name} --help)")
+    for name in plugins.commands().names():
+        _, help_text = plugins.commands().get(name)
+        lines.append(f"  {name:<14} {help_text}")
+    return "\n".join(lines) + "\n\n" + GLOBAL_FLAGS_HELP
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xmodal`` console script."""
+    argv = _pop_global_flags(list(sys.argv[1:] if argv is None else argv))
+    try:
+        plugins.load_plugins()
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage())
+            return 0
+        command, rest = argv[0], argv[1:]
+        if command in LIGHTNING_COMMANDS:
+            run_lightning(argv)
+            return 0
+        if command in plugins.commands().names():
+            command_main, _ = plugins.commands().get(command)
+            return int(command_main(rest) or 0)
+        print(f"xmodal: error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    except XModalError as error:
+        print(f"xmodal: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xmodal: interrupted; resume with --ckpt_path last", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in ``xmodal`` subcommands beside LightningCLI's (registered via the hook)."""

@@ -1,0 +1,278 @@
+"""XModalDataModule: any registered data set, folder or manifest, for any modality."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xmodal import plugins
+from xmodal.adapters.base import ModalityAdapter, create_adapter
+from xmodal.data.paths import cache_root, data_root
+from xmodal.data.readers import read_folder, read_manifest
+from xmodal.data.scan import BadFiles, apply_policy, scan
+from xmodal.data.spec import DatasetSpec, Item, per_class_subset, split_off
+from xmodal.errors import ConfigError
+
+
+def default_num_workers() -> int:
+    """Workers that decode: all cores but one, at most 8 (0 on a single core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(8, cores - 1)) if cores > 1 else 0
+
+
+class ArrayDataset(Dataset):
+    """Samples already decoded (the memory-mapped decode cache)."""
+
+    def __init__(self, array: np.ndarray, items: list[Item]) -> None:
+        self.array, self.items = array, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        label = -1 if item.label is None else item.label
+        return {"input": torch.from_numpy(np.array(self.array[index])), "label": label, "name": item.name}
+
+
+class DecodeDataset(Dataset):
+    """Samples decoded on access in DataLoader workers (variable-size inputs, augmentation)."""
+
+    def __init__(self, items: list[Item], adapter: ModalityAdapter, train: bool) -> None:
+        self.items, self.adapter, self.train = items, adapter, train
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        value = self.adapter.decode_train(item.source) if self.train else self.adapter.decode(item.source)
+        label = -1 if item.label is None else item.label
+        return {"input": value, "label": label, "name": item.name}
+
+
+class XModalDataModule(pl.LightningDataModule):
+    """Data for every modality: a named data set, a folder or a CSV manifest.
+
+    Args:
+        dataset: a registered data set (``fsdd``, ``sms_spam``, ``hymenoptera``, ...),
+            ``folder`` (class-per-folder under ``root``) or ``csv`` (``manifest``).
+            Default: the modality's default data set.
+        modality: the adapter to use (default: the data set's own).
+        adapter: adapter settings, e.g. ``{n_mels: 128}``; unknown keys are an error.
+        root: data root. Default ``$XMODAL_DATA``; for ``folder`` the folder itself.
+        manifest: CSV with ``path,label[,split]`` columns (implies ``dataset: csv``).
+        options: extra keyword options for the data set factory.
+        predict_root: folder (or file) of inputs for ``xmodal predict``.
+        val_fraction: share of train held out for validation when the data set has
+            no validation split.
+        per_class: use at most this many training items per class.
+        batch_size: samples per batch.
+        num_workers: decoding workers (default: cores - 1, at most 8).
+        on_bad_file: ``error`` (stop, naming the file), ``skip`` (drop it and list it
+            in ``bad_files.csv``) or ``warn`` (skip with a warning each).
+        cache: keep decoded inputs in a memory-mapped cache on disk.
+        cache_dir: where (default ``$XMODAL_CACHE/decoded`` or ``~/.cache/xmodal/decoded``).
+        seed: seed of the validation split and the ``per_class`` subset.
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        modality: str | None = None,
+        adapter: dict[str, Any] | None = None,
+        root: str | None = None,
+        manifest: str | None = None,
+        options: dict[str, Any] | None = None,
+        predict_root: str | None = None,
+        val_fraction: float = 0.1,
+        per_class: int | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        on_bad_file: str = "error",
+        cache: bool = True,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if on_bad_file not in ("error", "skip", "warn"):
+            raise ConfigError(f"on_bad_file must be error, skip or warn, not {on_bad_file!r}")
+        self.bad_files = BadFiles()
+        self.spec: DatasetSpec | None = None
+        self.adapter: ModalityAdapter | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        if dataset is None and manifest is None and modality is None and predict_root is None:
+            raise ConfigError("say what to train on: --modality NAME, --data.dataset NAME, "
+                              "--data.manifest FILE.csv or --data.dataset folder --data.root DIR")
+        if modality is not None and modality not in plugins.modalities().names():
+            raise ConfigError(f"unknown modality {modality!r}; installed: "
+                              + ", ".join(plugins.modalities().names()))
+        if adapter:  # fail on a misspelt setting now, not after minutes of scanning
+            create_adapter({"modality": self._modality_name(), **adapter})
+
+    # -- resolution -------------------------------------------------------------------
+
+    def _dataset_name(self) -> str:
+        hp = self.hparams
+        if hp.manifest:
+            return "csv"
+        if hp.dataset:
+            return hp.dataset
+        if hp.modality:
+            default = plugins.modalities().get(hp.modality).default_dataset
+            if default:
+                return default
+        raise ConfigError(f"modality {hp.modality!r} has no default data set: pass --data.dataset")
+
+    def _modality_name(self) -> str:
+        if self.hparams.modality:
+            return self.hparams.modality
+        if self.spec is not None and self.spec.modality:
+            return self.spec.modality
+        name = self._dataset_name()
+        probe = self._load_spec(name)
+        return probe.modality
+
+    def _load_spec(self, name: str) -> DatasetSpec:
+        hp = self.hparams
+        options = dict(hp.options or {})
+        if name == "csv":
+            return read_manifest(hp.manifest, root=hp.root, modality=hp.modality or "", **options)
+        if name == "folder":
+            if not hp.root:
+                raise ConfigError("dataset 'folder' needs --data.root DIR")
+            return read_folder(hp.root, modality=hp.modality or "")
+        try:
+            factory = plugins.datasets().get(name)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0]) + ", folder, csv") from None
+        return factory(data_root(hp.root), **options)
+
+    def prepare_spec(self) -> DatasetSpec:
+        """List the data set (no decoding) and build the adapter."""
+        if self.spec is None:
+            self.spec = self._load_spec(self._dataset_name())
+            if not self.spec.modality:
+                self.spec.modality = self.hparams.modality or ""
+        if self.adapter is None:
+            settings = {**self.spec.adapter_defaults, **(self.hparams.adapter or {})}
+            modality = self.hparams.modality or self.spec.modality
+            model = self._model()
+            if model is not None and model.hparams.get("adapter"):
+                settings = dict(model.hparams.adapter)  # a checkpoint's own settings win
+                modality = settings.pop("modality")
+            self.adapter = create_adapter({"modality": modality, **settings})
+        return self.spec
+
+    def _model(self) -> Any:
+        trainer = getattr(self, "trainer", None)
+        return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.prepare_spec().classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # -- splits -----------------------------------------------------------------------
+
+    def split_items(self, split: str) -> list[Item]:
+        spec = self.prepare_spec()
+        hp = self.hparams
+        if split in ("train", "val"):
+            train, val = spec.train, spec.val
+            if val is None:
+                train, val = split_off(spec.train, hp.val_fraction, hp.seed)
+            if split == "val":
+                return val
+            return per_class_subset(train, hp.per_class, hp.seed) if hp.per_class else train
+        if split == "test":
+            if spec.test is None:
+                raise ConfigError(f"data set {self._dataset_name()!r} has no test split")
+            return spec.test
+        if split == "predict":
+            if hp.predict_root:
+                return _predict_items(Path(hp.predict_root))
+            return spec.test or spec.val or []
+        raise ValueError(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        spec = self.prepare_spec()
+        for error in spec.bad:
+            apply_policy(error, self.hparams.on_bad_file, self.bad_files)
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
+                  "predict": ["predict"], None: ["train", "val", "test"]}[stage]
+        for split in wanted:
+            if split not in self.datasets:
+                self.datasets[split] = self._build(split)
+        self.report_bad_files()
+
+    def _build(self, split: str) -> Dataset:
+        items = self.split_items(split)
+        hp = self.hparams
+        cache_dir = None
+        if hp.cache:
+            cache_dir = Path(hp.cache_dir) if hp.cache_dir else cache_root() / "decoded"
+        train_varies = split == "train" and self.adapter.decode_varies_in_training
+        result = scan(items, self.adapter, hp.on_bad_file, self.bad_files, self.num_workers,
+                      cache_dir=cache_dir, keep=not train_varies)
+        if result.array is not None:
+            return ArrayDataset(result.array, result.items)
+        return DecodeDataset(result.items, self.adapter, train=split == "train")
+
+    def report_bad_files(self) -> Path | None:
+        """Write ``bad_files.csv`` beside the logs and print a one-line summary."""
+        if not self.bad_files.rows:
+            return None
+        trainer = getattr(self, "trainer", None)
+        folder = Path(trainer.log_dir) if trainer is not None and trainer.log_dir else Path.cwd()
+        path = self.bad_files.write(folder / "bad_files.csv")
+        print(f"xmodal: skipped {len(self.bad_files.rows)} bad input(s); list in {path}", file=sys.stderr)
+        return path
+
+    # -- loaders ----------------------------------------------------------------------
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        workers = self.num_workers if isinstance(dataset, DecodeDataset) else 0
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+
+def _predict_items(path: Path) -> list[Item]:
+    if path.is_file():
+        return [Item(str(path), None, str(path))]
+    if not path.is_dir():
+        raise ConfigError(f"predict_root {path} does not exist")
+    return [Item(str(p), None, str(p)) for p in sorted(path.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")]

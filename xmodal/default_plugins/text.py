@@ -1,0 +1,1 @@
+"""Built-in text modality (rendered characters) and its data sets."""

@@ -1,0 +1,238 @@
+"""The plugin manager: built-in plugins first, then the ``xmodal`` entry points.
+
+A broken third-party plugin (import error, misspelt hook, wrong hook arguments, an
+exception while registering) is reported in one line naming the plugin and skipped,
+so one bad package never takes the CLI down. ``XMODAL_STRICT_PLUGINS=1`` (the CLI's
+``--strict-plugins``) turns that into an error instead.
+
+Environment:
+    XMODAL_LOAD_PLUGINS: comma-separated entry-point names to load (empty = none);
+        unset loads all, like ``LLM_LOAD_PLUGINS``.
+    XMODAL_DISABLE_PLUGINS: comma-separated plugin names never to load.
+    XMODAL_TRACE_PLUGINS: print every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from xmodal import hookspecs
+from xmodal.errors import PluginError
+
+ENTRY_POINT_GROUP = "xmodal"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "xmodal.default_plugins.audio",
+    "xmodal.default_plugins.text",
+    "xmodal.default_plugins.image",
+    "xmodal.default_plugins.backbones",
+    "xmodal.default_plugins.heads",
+    "xmodal.default_plugins.commands",
+)
+
+pm = pluggy.PluginManager("xmodal")
+pm.add_hookspecs(hookspecs)
+
+_loaded = False
+#: One line per plugin that failed to load, for ``xmodal plugins`` and tests.
+load_errors: list[str] = []
+
+
+@dataclass
+class Registration:
+    """What one plugin registered under one kind (modality, dataset, ...)."""
+
+    name: str
+    value: Any
+    plugin: str
+
+
+@dataclass
+class Registry:
+    """Name -> provider map for one kind of thing, remembering who provided it."""
+
+    kind: str
+    entries: dict[str, Registration] = field(default_factory=dict)
+
+    def add(self, name: str, value: Any, plugin: str) -> None:
+        if name in self.entries and self.entries[name].plugin != plugin:
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by {self.entries[name].plugin} "
+                f"and by {plugin}"
+            )
+        self.entries[name] = Registration(name, value, plugin)
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.entries[name].value
+        except KeyError:
+            known = ", ".join(sorted(self.entries)) or "none"
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+
+_registries: dict[str, Registry] = {}
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _strict() -> bool:
+    return os.environ.get("XMODAL_STRICT_PLUGINS", "") not in ("", "0", "false")
+
+
+def _report(plugin_name: str, exc: BaseException) -> None:
+    message = f"xmodal: plugin {plugin_name!r} skipped: {type(exc).__name__}: {exc}"
+    message = " ".join(message.split())
+    if _strict():
+        raise PluginError(message) from exc
+    load_errors.append(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def _register_checked(module: Any, name: str) -> bool:
+    """Register one plugin and validate its hooks against the specs right away."""
+    try:
+        pm.register(module, name=name)
+        pm.check_pending()
+    except Exception as exc:  # pluggy raises PluginValidationError for bad hooks
+        if pm.is_registered(module):
+            pm.unregister(module)
+        _report(name, exc)
+        return False
+    return True
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_plugins() -> None:
+    """Load built-in plugins and installed ``xmodal`` entry points (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    disabled = set(_env_list("XMODAL_DISABLE_PLUGINS") or [])
+    for module_name in DEFAULT_PLUGINS:
+        short = module_name.rsplit(".", 1)[-1]
+        if module_name in disabled or short in disabled:
+            continue
+        _register_checked(importlib.import_module(module_name), module_name)
+
+    allowed = _env_list("XMODAL_LOAD_PLUGINS")
+    for ep in _entry_points():
+        if ep.name in disabled or (allowed is not None and ep.name not in allowed):
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:
+            _report(ep.name, exc)
+            continue
+        _register_checked(module, ep.name)
+
+    if os.environ.get("XMODAL_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
+        pm.enable_tracing()
+
+
+def _collect(kind: str, hook_name: str) -> Registry:
+    """Call one ``register_*`` hook plugin by plugin, isolating failures."""
+    if kind in _registries:
+        return _registries[kind]
+    load_plugins()
+    registry = Registry(kind)
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+
+        def register(name: str, value: Any, *extra: Any, _plugin: str = plugin_name) -> None:
+            registry.add(name, (value, *extra) if extra else value, _plugin)
+
+        try:
+            impl.function(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:
+            _report(plugin_name, exc)
+    _registries[kind] = registry
+    return registry
+
+
+def modalities() -> Registry:
+    """Registered modality adapters by name."""
+    return _collect("modality", "register_modalities")
+
+
+def datasets() -> Registry:
+    """Registered data set factories by name."""
+    return _collect("dataset", "register_datasets")
+
+
+def weight_sources() -> Registry:
+    """Registered offline weight loaders by timm model name."""
+    return _collect("weight source", "register_weight_sources")
+
+
+def heads() -> Registry:
+    """Registered task heads by name."""
+    return _collect("head", "register_heads")
+
+
+def commands() -> Registry:
+    """Registered extra CLI commands by name: value is ``(main, help)``."""
+    return _collect("command", "register_commands")
+
+
+def plugin_info() -> list[dict[str, Any]]:
+    """One dict per registered plugin: name, package, version and hooks, for ``xmodal plugins``."""
+    load_plugins()
+    dists = {}
+    for ep in _entry_points():
+        dists[ep.name] = ep.dist
+    info = []
+    for plugin in pm.get_plugins():
+        name = pm.get_name(plugin)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        dist = dists.get(name)
+        if dist is not None:
+            package, version = dist.metadata["Name"], dist.version
+        else:
+            package = "xmodal"
+            version = importlib.metadata.version("xmodal")
+        info.append({"name": name, "package": package, "version": version, "hooks": hooks})
+    return sorted(info, key=lambda item: item["name"])
+
+
+def reset_for_tests() -> None:
+    """Forget loaded plugins and registries (tests re-load with other settings)."""
+    global _loaded
+    for plugin in list(pm.get_plugins()):
+        pm.unregister(plugin)
+    _registries.clear()
+    load_errors.clear()
+    _loaded = False
+
+
+def resolve(kind: str, name: str) -> Callable[..., Any]:
+    """Look up ``name`` in the registry for ``kind`` ('modality', 'dataset', ...)."""
+    return {
+        "modality": modalities,
+        "dataset": datasets,
+        "weight source": weight_sources,
+        "head": heads,
+        "command": commands,
+    }[kind]().get(name)
