@@ -77,7 +77,8 @@ class XModalDataModule(pl.LightningDataModule):
         batch_size: samples per batch.
         num_workers: decoding workers (default: cores - 1, at most 8).
         on_bad_file: ``error`` (stop, naming the file), ``skip`` (drop it and list it
-            in ``bad_files.csv``) or ``warn`` (skip with a warning each).
+            in ``bad_files.csv``) or ``warn`` (skip with a warning each). Default: the
+            data set's own policy (``DatasetSpec.on_bad_file``), else ``error``.
         cache: keep decoded inputs in a memory-mapped cache on disk.
         cache_dir: where (default ``$XMODAL_CACHE/decoded`` or ``~/.cache/xmodal/decoded``).
         seed: seed of the validation split and the ``per_class`` subset.
@@ -96,14 +97,14 @@ class XModalDataModule(pl.LightningDataModule):
         per_class: int | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
-        on_bad_file: str = "error",
+        on_bad_file: str | None = None,
         cache: bool = True,
         cache_dir: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if on_bad_file not in ("error", "skip", "warn"):
+        if on_bad_file not in (None, "error", "skip", "warn"):
             raise ConfigError(f"on_bad_file must be error, skip or warn, not {on_bad_file!r}")
         self.bad_files = BadFiles()
         self.spec: DatasetSpec | None = None
@@ -167,8 +168,8 @@ class XModalDataModule(pl.LightningDataModule):
             settings = {**self.spec.adapter_defaults, **(self.hparams.adapter or {})}
             modality = self.hparams.modality or self.spec.modality
             model = self._model()
-            if model is not None and model.hparams.get("adapter"):
-                settings = dict(model.hparams.adapter)  # a checkpoint's own settings win
+            if model is not None and model.hparams.get("input_adapter"):
+                settings = dict(model.hparams.input_adapter)  # a checkpoint's own settings win
                 modality = settings.pop("modality")
             self.adapter = create_adapter({"modality": modality, **settings})
         return self.spec
@@ -176,6 +177,11 @@ class XModalDataModule(pl.LightningDataModule):
     def _model(self) -> Any:
         trainer = getattr(self, "trainer", None)
         return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
+    @property
+    def bad_file_policy(self) -> str:
+        """``--data.on_bad_file`` if given, else the data set's own default."""
+        return self.hparams.on_bad_file or self.prepare_spec().on_bad_file
 
     @property
     def class_names(self) -> list[str]:
@@ -210,7 +216,7 @@ class XModalDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         spec = self.prepare_spec()
         for error in spec.bad:
-            apply_policy(error, self.hparams.on_bad_file, self.bad_files)
+            apply_policy(error, self.bad_file_policy, self.bad_files)
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
                   "predict": ["predict"], None: ["train", "val", "test"]}[stage]
         for split in wanted:
@@ -225,7 +231,7 @@ class XModalDataModule(pl.LightningDataModule):
         if hp.cache:
             cache_dir = Path(hp.cache_dir) if hp.cache_dir else cache_root() / "decoded"
         train_varies = split == "train" and self.adapter.decode_varies_in_training
-        result = scan(items, self.adapter, hp.on_bad_file, self.bad_files, self.num_workers,
+        result = scan(items, self.adapter, self.bad_file_policy, self.bad_files, self.num_workers,
                       cache_dir=cache_dir, keep=not train_varies)
         if result.array is not None:
             return ArrayDataset(result.array, result.items)

@@ -33,8 +33,8 @@ class BaseTask(pl.LightningModule):
         weight_decay: AdamW weight decay.
         scheduler: ``cosine``, ``onecycle`` or ``none``.
         warmup_epochs: linear warm-up before the cosine decay.
-        adapter: the modality adapter's settings (``{"modality": ..., ...}``); taken
-            from the data module when ``None``.
+        input_adapter: the modality adapter's full settings (``{"modality": ...,
+            ...}``), saved in checkpoints; taken from the data module when ``None``.
         class_names: target classes; taken from the data module when ``None``.
         channels_last: use the channels-last memory format (faster on GPU).
         compile: wrap the backbone in ``torch.compile``.
@@ -51,7 +51,7 @@ class BaseTask(pl.LightningModule):
         weight_decay: float = 1e-2,
         scheduler: str = "cosine",
         warmup_epochs: int = 0,
-        adapter: dict[str, Any] | None = None,
+        input_adapter: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         channels_last: bool = False,
         compile: bool = False,
@@ -65,8 +65,8 @@ class BaseTask(pl.LightningModule):
         self.augment: nn.Module | None = None
         self.head: nn.Module | None = None
         self.apply_freeze()
-        if adapter is not None:
-            self._build_transform(adapter)
+        if input_adapter is not None:
+            self._build_transform(input_adapter)
         if class_names is not None:
             self._build_head()
 
@@ -77,7 +77,7 @@ class BaseTask(pl.LightningModule):
 
     def _build_transform(self, adapter_config: dict[str, Any]) -> None:
         self.adapter = create_adapter(adapter_config)
-        self.hparams.adapter = self.adapter.config()
+        self.hparams.input_adapter = self.adapter.config()
         self.device_transform = self.adapter.device_transform(self.data_config)
         self.augment = self.adapter.train_augment()
 
