@@ -28,12 +28,28 @@ class BadInputError(XModalError):
         reason: why, in words.
     """
 
-    def __init__(self, source: object, reason: str, modality: str = "") -> None:
+    def __init__(self, source: object, reason: str = "", modality: str = "") -> None:
         self.source = str(source)
         self.reason = reason
         self.modality = modality
+        if not reason:  # rebuilt from one message (DataLoader workers re-raise that way)
+            super().__init__(_last_line(self.source))
+            return
         where = f" ({modality})" if modality else ""
         super().__init__(f"{self.source}{where}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # keep all three fields across process boundaries (DataLoader workers pickle results)
+        return (type(self), (self.source, self.reason, self.modality))
+
+
+def _last_line(message: str) -> str:
+    """The error line of a worker's 'Original Traceback' dump, or the message itself."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in message:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.startswith("xmodal.errors.") and ": " in last else last
+    return message
 
 
 class DownloadError(XModalError):

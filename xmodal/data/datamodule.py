@@ -16,6 +16,7 @@ from xmodal import plugins
 from xmodal.adapters.base import ModalityAdapter, create_adapter
 from xmodal.data.paths import cache_root, data_root
 from xmodal.data.readers import read_folder, read_manifest
+from xmodal.data.resume import ResumableLoader, ResumableSampler
 from xmodal.data.scan import BadFiles, apply_policy, scan
 from xmodal.data.spec import DatasetSpec, Item, per_class_subset, split_off
 from xmodal.errors import ConfigError
@@ -215,8 +216,10 @@ class XModalDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         spec = self.prepare_spec()
-        for error in spec.bad:
-            apply_policy(error, self.bad_file_policy, self.bad_files)
+        if not getattr(self, "_listing_checked", False):  # fit then test: report rows once
+            for error in spec.bad:
+                apply_policy(error, self.bad_file_policy, self.bad_files)
+            self._listing_checked = True
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
                   "predict": ["predict"], None: ["train", "val", "test"]}[stage]
         for split in wanted:
@@ -252,15 +255,28 @@ class XModalDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         workers = self.num_workers if isinstance(dataset, DecodeDataset) else 0
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
             drop_last=shuffle and len(dataset) > self.hparams.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **options)
+        # training: a seeded order per epoch that `--ckpt_path last` resumes mid-epoch
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        loader = ResumableLoader(dataset, sampler=ResumableSampler(len(dataset), self.hparams.seed),
+                                 generator=generator, **options)
+        loader.position = self._batches_done
+        return loader
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch already trained on (saved in ``last.ckpt``)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
