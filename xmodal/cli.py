@@ -17,6 +17,8 @@ from pytorch_lightning.cli import LightningCLI
 
 from xmodal import plugins
 from xmodal.callbacks import PredictionCSVWriter
+from xmodal.checkpointing import (AtomicCheckpointIO, LastCheckpoint, RNGState, check_checkpoint,
+                                  find_last_checkpoint)
 from xmodal.data.datamodule import XModalDataModule
 from xmodal.errors import XModalError
 from xmodal.tasks.base import BaseTask
@@ -38,6 +40,44 @@ class XModalCLI(LightningCLI):
         parser.set_defaults({
             "model": {"class_path": "xmodal.tasks.classification.ClassificationTask"},
         })
+        # --last_checkpoint.every_n_train_steps N: refresh last.ckpt every N steps
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+
+    def before_fit(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path()
+
+    def _resolve_ckpt_path(self) -> None:
+        """``last`` = the newest last.ckpt of any earlier run; every file is checked first.
+
+        Each run logs to a new ``version_N`` folder, where Lightning's own ``"last"``
+        would find nothing. The checkpoint is loaded with ``weights_only=True`` before
+        Lightning gets it, so a file that would run code is refused with one line.
+        """
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in (None, "best", "hpc", "registry"):
+            return
+        if ckpt_path == "last":
+            found = find_last_checkpoint(self.trainer.default_root_dir)
+            if found is None:
+                print(f"xmodal: no last.ckpt under {self.trainer.default_root_dir}; starting fresh",
+                      file=sys.stderr)
+                config["ckpt_path"] = None
+                return
+            print(f"xmodal: resuming from {found}", file=sys.stderr)
+            ckpt_path = found
+        config["ckpt_path"] = str(check_checkpoint(ckpt_path))
+
+    test_results: dict[str, float] = {}
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -49,6 +89,7 @@ class XModalCLI(LightningCLI):
         ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
         results = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=ckpt_path,
                                     verbose=False)
+        self.test_results = results[0] if results else {}
         if results and self.trainer.is_global_zero:
             metrics = results[0]
             print(f"test accuracy: {metrics.get('test/acc', float('nan')):.4f}  "
@@ -65,7 +106,9 @@ def trainer_defaults() -> dict[str, Any]:
                             filename="best-{epoch:02d}"),
             EarlyStopping(monitor="val/acc", mode="max", patience=5),
             PredictionCSVWriter(),
+            RNGState(),
         ],
+        "plugins": [AtomicCheckpointIO()],  # temp file + fsync + rename for every checkpoint
     }
 
 
