@@ -85,6 +85,14 @@ class ModalityAdapter:
         """Optional batched augmentation run on the device in training only."""
         return None
 
+    def input_report(self, sources: list[Any]) -> str | None:
+        """Optional one-line note on a split's inputs, printed after its scan.
+
+        For facts decoding in workers cannot report back, e.g. how many texts were
+        truncated to fit the image. ``None``: nothing to say.
+        """
+        return None
+
     def preview(self, source: Any, path: str | Path, data_config: dict[str, Any] | None = None) -> Path:
         """Write the image the network sees for ``source`` as a PNG and return its path."""
         from PIL import Image

@@ -236,6 +236,9 @@ class XModalDataModule(pl.LightningDataModule):
         train_varies = split == "train" and self.adapter.decode_varies_in_training
         result = scan(items, self.adapter, self.bad_file_policy, self.bad_files, self.num_workers,
                       cache_dir=cache_dir, keep=not train_varies)
+        note = self.adapter.input_report([item.source for item in result.items])
+        if note:
+            print(f"xmodal: {split}: {note}", file=sys.stderr)
         if result.array is not None:
             return ArrayDataset(result.array, result.items)
         return DecodeDataset(result.items, self.adapter, train=split == "train")
