@@ -60,9 +60,17 @@ def apply_policy(error: BadInputError, policy: str, report: BadFiles) -> None:
         warnings.warn(f"skipping bad input {error}", stacklevel=2)
 
 
+def _is_file(source: Any) -> bool:
+    """True for an existing file; False for a text that is no path (too long, NUL...)."""
+    try:
+        return Path(source).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def item_fingerprint(item: Item) -> str:
     source = item.source
-    if isinstance(source, (str, os.PathLike)) and len(str(source)) < 4096 and Path(source).is_file():
+    if isinstance(source, (str, os.PathLike)) and len(str(source)) < 4096 and _is_file(source):
         stat = Path(source).stat()
         return f"{source}|{stat.st_size}|{stat.st_mtime_ns}"
     if isinstance(source, np.ndarray):
