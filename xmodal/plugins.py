@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xmodal.default_plugins.backbones",
     "xmodal.default_plugins.heads",
     "xmodal.default_plugins.commands",
+    "xmodal.default_plugins.retrieval",
 )
 
 pm = pluggy.PluginManager("xmodal")

@@ -1,0 +1,49 @@
+"""``xmodal index``: embed inputs, pack their binary codes and save a Hamming index.
+
+With a hashing checkpoint the codes are the signs of its learned latent; otherwise
+the sign of a PCA (or random) projection of the pretrained backbone's pooled features.
+
+Examples:
+    xmodal index --checkpoint hashing.ckpt --dataset fsdd --split train -o fsdd.index.npz
+    xmodal index --modality audio --bits 64 clips/ -o clips.index.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xmodal.commands.retrieval_args import (add_input_options, add_model_options, model_adapter,
+                                            sources_from_args)
+from xmodal.data.scan import BadFiles
+from xmodal.retrieval.engine import SearchEngine
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="xmodal index", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_input_options(parser)
+    add_model_options(parser)
+    parser.add_argument("--bits", type=int, default=64, help="bits of untrained projection codes")
+    parser.add_argument("--projection", default="pca", choices=("pca", "random"),
+                        help="projection for untrained codes")
+    parser.add_argument("--no-vectors", action="store_true",
+                        help="do not keep float vectors (smaller index, no cosine re-rank)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "faiss", "numpy"))
+    parser.add_argument("-o", "--output", default="index.npz", help="index file (.npz)")
+    args = parser.parse_args(argv)
+    sources = sources_from_args(args)
+    report = BadFiles()
+    engine = SearchEngine.build(
+        sources, checkpoint=args.checkpoint, adapter=model_adapter(args, sources),
+        backbone=args.backbone, layer=args.layer, bits=args.bits, projection=args.projection,
+        keep_vectors=not args.no_vectors, backend=args.backend, batch_size=args.batch_size,
+        num_workers=args.num_workers, on_bad_file=args.on_bad_file, report=report,
+    )
+    path = engine.save(args.output)
+    index = engine.index
+    print(f"indexed {len(index)} item(s): {index.bits}-bit {index.meta['codes']} codes, "
+          f"{index.nbytes()} bytes of codes -> {path}")
+    if report.rows:
+        bad = report.write(path.with_name(path.stem + "_bad_files.csv"))
+        print(f"skipped {len(report.rows)} unreadable input(s); list in {bad}")
+    return 0
