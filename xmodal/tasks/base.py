@@ -8,6 +8,7 @@ module in ``setup``: the usual case when training from a config.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytorch_lightning as pl
@@ -38,6 +39,23 @@ class BaseTask(pl.LightningModule):
         class_names: target classes; taken from the data module when ``None``.
         channels_last: use the channels-last memory format (faster on GPU).
         compile: wrap the backbone in ``torch.compile``.
+        strategy: fine-tuning strategy (:mod:`xmodal.strategies`): ``freeze_k`` (the
+            first ``freeze`` stages frozen), ``linear_probe``, ``two_stage``,
+            ``gradual``, ``full``, ``scratch``, ``cut_at``, or ``auto`` (ask
+            :func:`xmodal.advise.advise` when fit starts).
+        head_epochs: ``two_stage``: head-only epochs before unfreezing.
+        unfreeze_every: ``gradual``: epochs between unfreezing steps.
+        lr_decay: layer-wise learning-rate decay per stage (``None``: the strategy's
+            default, 0.7 for ``full`` and ``gradual``, else 1).
+        cut_stage: ``cut_at``: the last backbone stage kept (1-based).
+        early_stopping_patience: validation epochs without improvement of ``monitor``
+            before stopping (``None``: no early stopping from the model).
+        restore_best: roll the weights back to the best validation epoch when fit ends.
+        monitor: validation metric for early stopping and rollback.
+        monitor_mode: ``max`` or ``min``.
+        feature_cache: compute the frozen prefix's output once and train only the rest
+            (:mod:`xmodal.feature_cache`): ``true``, ``false`` or ``auto`` (when the
+            input is not augmented and it pays off).
     """
 
     def __init__(
@@ -55,15 +73,24 @@ class BaseTask(pl.LightningModule):
         class_names: list[str] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        strategy: str = "freeze_k",
+        head_epochs: int = 1,
+        unfreeze_every: int = 1,
+        lr_decay: float | None = None,
+        cut_stage: int = 3,
+        early_stopping_patience: int | None = 5,
+        restore_best: bool = True,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+        feature_cache: bool | str = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.backbone = backbones.create_backbone(backbone, pretrained=pretrained, weights=weights)
-        self.data_config = backbones.data_config(self.backbone)
-        self.num_features = self.backbone.num_features
+        self._create_backbone()
         self.device_transform: nn.Module | None = None
         self.augment: nn.Module | None = None
         self.head: nn.Module | None = None
+        self.prefix_cache: Any = None  # set by xmodal.feature_cache.FeatureCache during fit
         self.apply_freeze()
         if input_adapter is not None:
             self._build_transform(input_adapter)
@@ -73,7 +100,75 @@ class BaseTask(pl.LightningModule):
     # -- construction ---------------------------------------------------------------
 
     def apply_freeze(self) -> None:
-        backbones.freeze_stages(self.backbone, self.hparams.freeze)
+        """Freeze what the fine-tuning strategy freezes in its first epoch."""
+        self.finetuning.apply(self.backbone, 0)
+
+    def _create_backbone(self) -> None:
+        """Strategy, then backbone: ``scratch`` needs no weights, ``cut_at`` truncates."""
+        from xmodal.strategies import make_strategy
+
+        hp = self.hparams
+        name = "freeze_k" if hp.strategy == "auto" else hp.strategy  # resolved when fit starts
+        self.finetuning = make_strategy(
+            name, freeze=hp.freeze, lr_decay=hp.lr_decay, head_epochs=hp.head_epochs,
+            unfreeze_every=hp.unfreeze_every, cut_stage=hp.cut_stage)
+        pretrained = hp.pretrained and self.finetuning.pretrained
+        backbone = backbones.create_backbone(
+            hp.backbone, pretrained=pretrained, weights=hp.weights if pretrained else None)
+        self.data_config = backbones.data_config(backbone)
+        self.backbone = self.finetuning.configure_backbone(backbone)
+        self.num_features = self.backbone.num_features
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The strategy's callback, early stopping and best-weights rollback.
+
+        They replace callbacks of the same type given to the Trainer (the CLI's
+        default ``EarlyStopping``), so ``early_stopping_patience`` is the one setting.
+        """
+        from pytorch_lightning.callbacks import EarlyStopping
+        from pytorch_lightning.trainer.states import TrainerFn
+
+        from xmodal.strategies import RestoreBest
+
+        hp = self.hparams
+        if hp.strategy == "auto" and self.trainer.state.fn == TrainerFn.FITTING:
+            self.resolve_auto_strategy()
+        callbacks: list[pl.Callback] = [self.finetuning]
+        if hp.early_stopping_patience is not None:
+            callbacks.append(EarlyStopping(monitor=hp.monitor, mode=hp.monitor_mode,
+                                           patience=hp.early_stopping_patience, strict=False))
+        if hp.restore_best:
+            callbacks.append(RestoreBest(monitor=hp.monitor, mode=hp.monitor_mode))
+        if hp.get("feature_cache", "auto") is not False:
+            from xmodal.feature_cache import FeatureCache
+
+            callbacks.append(FeatureCache(hp.get("feature_cache", "auto")))
+        return callbacks
+
+    def configure_model(self) -> None:
+        """Speed options, applied once the backbone is final (after ``strategy: auto``)."""
+        if self.hparams.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if self.hparams.compile and getattr(self.backbone, "_compiled_call_impl", None) is None:
+            self.backbone.compile()  # in place: checkpoint keys stay the same
+
+    def resolve_auto_strategy(self) -> None:
+        """``strategy: auto``: run :func:`xmodal.advise.advise` on the data module and
+        rebuild the backbone for the recommended strategy (saved in the hparams)."""
+        from xmodal.advise import advise
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            raise RuntimeError("strategy 'auto' needs a data module to measure")
+        advice = advise(datamodule, backbone=self.hparams.backbone, weights=self.hparams.weights)
+        print(advice.report())
+        self.hparams.strategy = advice.strategy
+        for key, value in advice.args.items():
+            self.hparams[key] = value
+        self._create_backbone()
+        self.apply_freeze()
+        if self.head is not None:
+            self._build_head()
 
     def _build_transform(self, adapter_config: dict[str, Any]) -> None:
         self.adapter = create_adapter(adapter_config)
@@ -104,16 +199,27 @@ class BaseTask(pl.LightningModule):
 
     def to_image(self, batch_inputs: torch.Tensor) -> torch.Tensor:
         """Decoded batch -> normalised image batch, augmented in training."""
-        images = self.device_transform(batch_inputs)
-        if self.training and self.augment is not None:
-            images = self.augment(images)
+        with self._profile("xmodal: device transform"):
+            images = self.device_transform(batch_inputs)
+            if self.training and self.augment is not None:
+                images = self.augment(images)
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
     def features(self, batch_inputs: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, num_features)``."""
-        return self.backbone(self.to_image(batch_inputs))
+        if self.prefix_cache is not None and self.prefix_cache.serves(batch_inputs):
+            with self._profile("xmodal: backbone (after cached prefix)"):
+                return self.prefix_cache.suffix(batch_inputs, self.hparams.channels_last)
+        images = self.to_image(batch_inputs)
+        with self._profile("xmodal: backbone"):
+            return self.backbone(images)
+
+    def _profile(self, action: str) -> Any:
+        """The trainer's profiler context for ``action`` (``xmodal fit --profile``)."""
+        trainer = self._trainer
+        return trainer.profiler.profile(action) if trainer is not None else contextlib.nullcontext()
 
     def forward(self, batch_inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(batch_inputs))
@@ -127,14 +233,9 @@ class BaseTask(pl.LightningModule):
     # -- optimisation -----------------------------------------------------------------
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups: the head at ``lr``, trainable backbone at ``lr * backbone_lr_scale``."""
-        lr = self.hparams.lr
-        head = [p for p in self.head.parameters() if p.requires_grad]
-        body = [p for p in self.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": lr, "name": "head"}]
-        if body:
-            groups.append({"params": body, "lr": lr * self.hparams.backbone_lr_scale, "name": "backbone"})
-        return groups
+        """AdamW groups from the strategy: the head at ``lr``, each backbone stage it may
+        train at ``lr * backbone_lr_scale`` times its layer-wise decay."""
+        return self.finetuning.parameter_groups(self)
 
     def configure_optimizers(self) -> Any:
         groups = self.parameter_groups()
