@@ -117,9 +117,9 @@ def place(min_per_class: int, probe_score: float, stage_accuracy: dict[int, floa
     reasons = []
     size = "small" if min_per_class < SMALL_PER_CLASS else "large"
     reasons.append(
-        f"{min_per_class} examples in the smallest class is "
-        + ("fewer" if size == "small" else "at least")
-        + f" than {SMALL_PER_CLASS}: "
+        f"{min_per_class} examples in the smallest class "
+        + ("< " if size == "small" else ">= ")
+        + f"{SMALL_PER_CLASS}: "
         + ("training many pretrained weights would over-fit" if size == "small"
            else "enough to adapt the pretrained layers"))
     best_stage = max(stage_accuracy, key=stage_accuracy.get) if stage_accuracy else None

@@ -36,7 +36,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xmodal.default_plugins.backbones",
     "xmodal.default_plugins.heads",
     "xmodal.default_plugins.commands",
+    "xmodal.default_plugins.advise",
     "xmodal.default_plugins.retrieval",
+    "xmodal.default_plugins.reliability",
 )
 
 pm = pluggy.PluginManager("xmodal")
