@@ -39,6 +39,8 @@ class DatasetSpec:
     description: str = ""
     #: rows or files found unusable while listing (e.g. manifest rows escaping the root)
     bad: list[Any] = field(default_factory=list)
+    #: the bad-file policy when ``--data.on_bad_file`` is not given (error, skip, warn)
+    on_bad_file: str = "error"
 
 
 def split_off(items: list[Item], fraction: float, seed: int = 0) -> tuple[list[Item], list[Item]]:
