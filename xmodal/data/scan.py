@@ -125,12 +125,15 @@ def scan(
     num_workers: int = 0,
     cache_dir: Path | None = None,
     keep: bool = True,
+    cache_max_gb: float | None = None,
 ) -> ScanResult:
     """Decode every item once; apply the bad-file policy; return the usable items.
 
     Args:
         keep: keep decoded samples (fixed-shape modalities) for training from memory
             or the memory-mapped cache; ``False`` only validates.
+        cache_max_gb: size limit of ``cache_dir``; the least recently used entries are
+            evicted after a new one is written (``None``: no limit).
     """
     if policy not in POLICIES:
         raise ConfigError(f"on_bad_file must be one of {', '.join(POLICIES)}, not {policy!r}")
@@ -162,6 +165,8 @@ def scan(
         array = np.stack([torch.as_tensor(v).numpy() for v in decoded if v is not None])
         if cache_dir is not None:
             array = _save_cache(items, adapter, cache_dir, array, good_mask, errors)
+            if cache_max_gb is not None:
+                evict(cache_dir, cache_max_gb, keep=_paths(items, adapter, cache_dir))
     return ScanResult(good, array)
 
 
@@ -183,6 +188,7 @@ def _load_cache(items, adapter, cache_dir):  # type: ignore[no-untyped-def]
         return None  # a damaged cache entry is rebuilt, never trusted
     if len(meta["good"]) != len(items) or array.shape[0] != sum(meta["good"]):
         return None
+    _touch(array_path, meta_path)
     return array, meta["good"], [tuple(e) for e in meta["errors"]]
 
 
@@ -197,3 +203,54 @@ def _save_cache(items, adapter, cache_dir, array, good_mask, errors):  # type: i
                                     "adapter": adapter.config()}, default=str))
     os.replace(meta_tmp, meta_path)
     return np.load(array_path, mmap_mode="r", allow_pickle=False)
+
+
+def _touch(*paths: Path) -> None:
+    """Mark cache entries as used now (eviction removes the least recently used)."""
+    for path in paths:
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+
+def cache_entries(cache_dir: Path) -> list[tuple[float, int, list[Path]]]:
+    """``(last used, bytes, files)`` for each entry of a decode cache folder."""
+    entries = []
+    for array_path in Path(cache_dir).glob("*.npy"):
+        if ".tmp." in array_path.name:
+            continue
+        files = [array_path, array_path.with_suffix(".json")]
+        present = [f for f in files if f.is_file()]
+        try:
+            used = max(f.stat().st_mtime for f in present)
+            size = sum(f.stat().st_size for f in present)
+        except OSError:
+            continue  # removed meanwhile by another process
+        entries.append((used, size, present))
+    return sorted(entries, key=lambda entry: entry[0])
+
+
+def evict(cache_dir: Path, max_gb: float, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove the least recently used entries until the folder holds at most ``max_gb``.
+
+    Entries in ``keep`` (the one just written) are never removed. Returns the removed
+    files.
+    """
+    entries = cache_entries(cache_dir)
+    total = sum(size for _, size, _ in entries)
+    limit = max_gb * 1e9
+    removed: list[Path] = []
+    for _, size, files in entries:
+        if total <= limit:
+            break
+        if any(f in keep for f in files):
+            continue
+        for f in files:
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                pass
+        total -= size
+    return removed
