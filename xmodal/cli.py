@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -37,11 +37,20 @@ class XModalCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, evaluate the best checkpoint on the test split")
+        parser.add_argument("--predictions", type=Optional[str], default=None,
+                            help="CSV written by predict (default: predictions.csv in the log folder)")
         parser.set_defaults({
             "model": {"class_path": "xmodal.tasks.classification.ClassificationTask"},
         })
         # --last_checkpoint.every_n_train_steps N: refresh last.ckpt every N steps
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = super().instantiate_trainer(**kwargs)
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io).__name__ == "TorchCheckpointIO":  # not one the user chose
+            strategy.checkpoint_io = AtomicCheckpointIO()  # temp file + fsync + rename per save
+        return trainer
 
     def before_fit(self) -> None:
         self._resolve_ckpt_path()
@@ -79,6 +88,12 @@ class XModalCLI(LightningCLI):
 
     test_results: dict[str, float] = {}
 
+    def before_predict(self) -> None:
+        output = self.config[self.subcommand].get("predictions")
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, PredictionCSVWriter) and output:
+                callback.output = output
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
@@ -103,12 +118,11 @@ def trainer_defaults() -> dict[str, Any]:
         "log_every_n_steps": 10,
         "callbacks": [
             ModelCheckpoint(monitor="val/acc", mode="max", save_last=True,
-                            filename="best-{epoch:02d}"),
+                            filename="best-{epoch:02d}", enable_version_counter=False),
             EarlyStopping(monitor="val/acc", mode="max", patience=5),
             PredictionCSVWriter(),
             RNGState(),
         ],
-        "plugins": [AtomicCheckpointIO()],  # temp file + fsync + rename for every checkpoint
     }
 
 

@@ -14,11 +14,11 @@ Environment:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -98,13 +98,44 @@ def _strict() -> bool:
     return os.environ.get("XMODAL_STRICT_PLUGINS", "") not in ("", "0", "false")
 
 
-def _report(plugin_name: str, exc: BaseException) -> None:
-    message = f"xmodal: plugin {plugin_name!r} skipped: {type(exc).__name__}: {exc}"
-    message = " ".join(message.split())
+def _report(plugin_name: str, exc: BaseException | str, what: str = "skipped") -> None:
+    """One line on stderr naming the plugin (or a PluginError in strict mode)."""
+    detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    message = " ".join(f"xmodal: plugin {plugin_name!r} {what}: {detail}".split())
     if _strict():
-        raise PluginError(message) from exc
+        raise PluginError(message) from (exc if isinstance(exc, BaseException) else None)
     load_errors.append(message)
-    warnings.warn(message, stacklevel=3)
+    print(message, file=sys.stderr)
+
+
+def _hook_names() -> list[str]:
+    return sorted(name for name in dir(hookspecs) if name.startswith("register_"))
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, _hook_names(), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_hook_names(module: Any, plugin_name: str) -> None:
+    """Report functions that look like hooks but that pluggy would silently ignore.
+
+    pluggy only sees functions marked ``@hookimpl``; a hook missing the marker, or a
+    misspelt unmarked one (``register_modalites``), would otherwise do nothing at all.
+    """
+    known = set(_hook_names())
+    for attr in dir(module):
+        value = getattr(module, attr, None)
+        if not callable(value) or pm.parse_hookimpl_opts(module, attr) is not None:
+            continue
+        if getattr(value, "__module__", None) != getattr(module, "__name__", None):
+            continue  # imported helpers are not this plugin's hooks
+        if attr in known:
+            _report(plugin_name, f"function {attr} is not marked with @hookimpl "
+                    "(from xmodal import hookimpl), so xmodal never calls it", "warning")
+        elif attr.startswith("register_") and _suggest(attr):
+            _report(plugin_name, f"function {attr} is not an xmodal hook{_suggest(attr)}",
+                    "warning")
 
 
 def _register_checked(module: Any, name: str) -> bool:
@@ -115,8 +146,12 @@ def _register_checked(module: Any, name: str) -> bool:
     except Exception as exc:  # pluggy raises PluginValidationError for bad hooks
         if pm.is_registered(module):
             pm.unregister(module)
-        _report(name, exc)
+        unknown = [attr for attr in dir(module) if attr.startswith("register_")
+                   and attr not in _hook_names() and pm.parse_hookimpl_opts(module, attr) is not None]
+        hint = "".join(f"; {attr} is not an xmodal hook{_suggest(attr)}" for attr in unknown)
+        _report(name, f"{type(exc).__name__}: {exc}{hint}")
         return False
+    _check_hook_names(module, name)
     return True
 
 
@@ -159,18 +194,25 @@ def _collect(kind: str, hook_name: str) -> Registry:
         return _registries[kind]
     load_plugins()
     registry = Registry(kind)
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    order = {plugin: index for index, (_, plugin) in enumerate(pm.list_name_plugin())}
+    impls = sorted(getattr(pm.hook, hook_name).get_hookimpls(), key=lambda i: order.get(i.plugin, 0))
+    for impl in impls:  # registration order: built-ins first, so they keep their names
         plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
 
-        def register(name: str, value: Any, *extra: Any, _plugin: str = plugin_name) -> None:
-            registry.add(name, (value, *extra) if extra else value, _plugin)
+        pending: list[tuple[str, Any]] = []
+
+        def register(name: str, value: Any, *extra: Any, _pending: list = pending) -> None:
+            _pending.append((name, (value, *extra) if extra else value))
 
         try:
             impl.function(register=register)
-        except PluginError:
-            raise
+            for name, value in pending:  # all or nothing: a plugin that fails half way adds nothing
+                if name in registry.entries and registry.entries[name].plugin != plugin_name:
+                    registry.add(name, value, plugin_name)  # raises: registered twice
+            for name, value in pending:
+                registry.add(name, value, plugin_name)
         except Exception as exc:
-            _report(plugin_name, exc)
+            _report(plugin_name, exc, f"skipped in {hook_name}")
     _registries[kind] = registry
     return registry
 

@@ -163,6 +163,7 @@ def read_audio(source: Any, max_seconds: float = 600.0) -> tuple[np.ndarray, int
                 f"max_seconds limit of {max_seconds:.0f} s (raise it or cut the file)",
                 "audio",
             )
+        _check_header(path, info)
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except BadInputError:
         raise
@@ -176,6 +177,53 @@ def read_audio(source: Any, max_seconds: float = 600.0) -> tuple[np.ndarray, int
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
+#: Sample rates outside this range are header damage, not audio (resampling them
+#: would also need absurd filter sizes).
+RATE_RANGE = (1000, 768000)
+#: Decoded size limit: frames x channels x 4 bytes.
+MAX_DECODED_BYTES = 2**31
+
+
+def _check_header(path: Path, info: Any) -> None:
+    """Refuse headers that promise what the file cannot be: odd rates, huge sizes, cut data."""
+    low, high = RATE_RANGE
+    if not low <= info.samplerate <= high:
+        raise BadInputError(path, f"unsupported sample rate {info.samplerate} Hz "
+                                  f"(expected {low}-{high} Hz)", "audio")
+    if info.frames * info.channels * 4 > MAX_DECODED_BYTES:
+        raise BadInputError(path, f"too large to decode: {info.frames} frames x {info.channels} "
+                                  "channels", "audio")
+    missing = _riff_shortfall(path)
+    if missing > 0:
+        raise BadInputError(path, f"file is truncated: {missing} bytes of audio data missing "
+                                  "(the header promises more than the file holds)", "audio")
+
+
+def _riff_shortfall(path: Path) -> int:
+    """Bytes a RIFF/WAVE ``data`` chunk declares beyond the end of the file (0 if fine).
+
+    libsndfile quietly reads what is there, so a WAV cut off mid-copy would
+    otherwise train as a shorter clip. Streaming placeholders (0, 0xFFFFFFFF) pass.
+    """
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, offset + 8 + chunk_size - size)
+            offset += 8 + chunk_size + (chunk_size & 1)
+    return 0
+
+
 def _read_fallback(path: Path, max_seconds: float, first_error: Exception) -> tuple[np.ndarray, int]:
     try:
         import librosa
@@ -185,6 +233,8 @@ def _read_fallback(path: Path, max_seconds: float, first_error: Exception) -> tu
             data, rate = librosa.load(str(path), sr=None, mono=False, duration=max_seconds)
     except Exception:
         reason = str(first_error).split("\n")[0] or type(first_error).__name__
+        if reason.startswith("Error opening ") and "': " in reason:  # the path is named already
+            reason = reason.split("': ", 1)[1]
         if "Format not recognised" in reason or "unknown format" in reason.lower():
             reason = "not a readable audio file (unknown format or corrupt header)"
         raise BadInputError(path, reason, "audio") from None

@@ -19,7 +19,7 @@ from xmodal.data.readers import read_folder, read_manifest
 from xmodal.data.resume import ResumableLoader, ResumableSampler
 from xmodal.data.scan import BadFiles, apply_policy, scan
 from xmodal.data.spec import DatasetSpec, Item, per_class_subset, split_off
-from xmodal.errors import ConfigError
+from xmodal.errors import ConfigError, XModalError
 
 
 def default_num_workers() -> int:
@@ -82,6 +82,8 @@ class XModalDataModule(pl.LightningDataModule):
             data set's own policy (``DatasetSpec.on_bad_file``), else ``error``.
         cache: keep decoded inputs in a memory-mapped cache on disk.
         cache_dir: where (default ``$XMODAL_CACHE/decoded`` or ``~/.cache/xmodal/decoded``).
+        cache_max_gb: size limit of the decode cache folder; the least recently used
+            entries are evicted when a new one would exceed it (``None``: no limit).
         seed: seed of the validation split and the ``per_class`` subset.
     """
 
@@ -101,6 +103,7 @@ class XModalDataModule(pl.LightningDataModule):
         on_bad_file: str | None = None,
         cache: bool = True,
         cache_dir: str | None = None,
+        cache_max_gb: float | None = 50.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -235,7 +238,13 @@ class XModalDataModule(pl.LightningDataModule):
             cache_dir = Path(hp.cache_dir) if hp.cache_dir else cache_root() / "decoded"
         train_varies = split == "train" and self.adapter.decode_varies_in_training
         result = scan(items, self.adapter, self.bad_file_policy, self.bad_files, self.num_workers,
-                      cache_dir=cache_dir, keep=not train_varies)
+                      cache_dir=cache_dir, keep=not train_varies,
+                      cache_max_gb=hp.get("cache_max_gb"))
+        if not result.items and (items or split == "train"):  # never "train" on nothing
+            listed = self.report_bad_files()
+            where = f"; see {listed}" if listed else ""
+            raise XModalError(f"no usable {split} input: {len(items)} listed, all unreadable{where}"
+                              if items else f"the {split} split is empty")
         note = self.adapter.input_report([item.source for item in result.items])
         if note:
             print(f"xmodal: {split}: {note}", file=sys.stderr)

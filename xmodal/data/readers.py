@@ -63,20 +63,36 @@ def read_manifest(
     if not manifest.is_file():
         raise ConfigError(f"manifest {manifest} not found")
     base = Path(root) if root else manifest.parent
-    with manifest.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        for column in (path_column, label_column):
-            if column not in columns:
-                raise ConfigError(
-                    f"{manifest}: no column {column!r}; columns are {', '.join(columns) or 'none'}"
-                )
-        rows = list(reader)
-    classes = sorted({row[label_column] for row in rows if row.get(label_column)})
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            for column in (path_column, label_column):
+                if column not in columns:
+                    raise ConfigError(
+                        f"{manifest}: no column {column!r}; columns are {', '.join(columns) or 'none'}"
+                    )
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{manifest}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{manifest}: not a readable CSV file ({exc})") from None
+    has_split = split_column in columns
+
+    def split_of(row: dict) -> str:
+        return (row.get(split_column) or "train").strip() if has_split else "train"
+
+    def label_of(row: dict) -> str:
+        return (row.get(label_column) or "").strip()
+
+    # classes come from the training rows: a label seen only at val/test time has
+    # nothing to learn from and is reported as a bad row, not made a dead class
+    train_labels = {label_of(row) for row in rows if split_of(row) == "train" and label_of(row)}
+    classes = sorted(train_labels or {label_of(row) for row in rows if label_of(row)})
     index = {name: i for i, name in enumerate(classes)}
     splits: dict[str, list[Item]] = {name: [] for name in SPLIT_NAMES}
     bad: list[BadInputError] = []
-    seen: set[str] = set()
+    seen: set[Path] = set()
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{manifest}:{number}"
         raw = (row.get(path_column) or "").strip()
@@ -87,17 +103,21 @@ def read_manifest(
         if not Path(raw).is_absolute() and not inside(path, base):
             bad.append(BadInputError(where, f"path {raw!r} escapes the data root {base}"))
             continue
-        if str(path) in seen:
+        if path.resolve() in seen:
             bad.append(BadInputError(where, f"duplicate path {raw!r}"))
             continue
-        seen.add(str(path))
-        split = (row.get(split_column) or "train").strip() if split_column in columns else "train"
+        seen.add(path.resolve())
+        split = split_of(row)
         if split not in splits:
             bad.append(BadInputError(where, f"unknown split {split!r} (train, val or test)"))
             continue
-        label = row.get(label_column, "").strip()
+        label = label_of(row)
         if not label:
             bad.append(BadInputError(where, "empty label"))
+            continue
+        if label not in index:
+            bad.append(BadInputError(where, f"label {label!r} does not occur in the training rows "
+                                            f"(known: {', '.join(classes)})"))
             continue
         splits[split].append(Item(str(path), index[label], str(path)))
     return DatasetSpec(classes, splits["train"], splits["val"] or None, splits["test"] or None,
