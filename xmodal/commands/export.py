@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     print(f"exported {info['task']} ({info['input']} input {info['input_shape']}, "
           f"{info['output_dim']} outputs) -> {output}")
     if args.dataset and args.format == "onnx":
-        sources = from_dataset(args.dataset, args.split, root=args.root)
+        sources = from_dataset(args.dataset, args.split, task.adapter.name, root=args.root)
         items = sources.items[: args.limit] if args.limit else sources.items
         batches = [b for _, b in decoded_batches(items, task.adapter, 64, 0, "skip", BadFiles())]
         if args.no_transform:

@@ -47,14 +47,19 @@ def adapter_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def sources_from_args(args: argparse.Namespace) -> Sources:
     """The inputs the user named: a data set split, a manifest, or files and folders."""
+    modality = args.modality
+    if not modality and args.checkpoint:
+        from xmodal.retrieval.embed import checkpoint_hparams
+
+        modality = (checkpoint_hparams(args.checkpoint).get("input_adapter") or {}).get("modality")
     if args.dataset or args.manifest:
         if args.inputs:
             raise ConfigError("give input files or --dataset/--manifest, not both")
-        return from_dataset(args.dataset, args.split, args.modality, args.root, args.manifest)
+        return from_dataset(args.dataset, args.split, modality, args.root, args.manifest)
     if not args.inputs:
         raise ConfigError("give input files/folders, or --dataset NAME [--split test]")
     sources = from_paths(args.inputs)
-    sources.modality = args.modality or ""
+    sources.modality = modality or ""
     return sources
 
 

@@ -82,13 +82,27 @@ def hamming_distances(queries: np.ndarray, database: np.ndarray, chunk: int = 26
     return out
 
 
+def _itq_rotation(projected: np.ndarray, iterations: int, seed: int) -> np.ndarray:
+    """Orthogonal ``R`` minimising ``||sign(V R) - V R||`` by alternating updates (ITQ)."""
+    rng = np.random.default_rng(seed)
+    bits = projected.shape[1]
+    rotation, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
+    for _ in range(iterations):
+        codes = np.where(projected @ rotation >= 0, 1.0, -1.0)
+        left, _, right_t = np.linalg.svd(codes.T @ projected)
+        rotation = (left @ right_t).T
+    return rotation
+
+
 @dataclass
 class ProjectionHasher:
     """Untrained codes: the sign of a projection of (centred) pooled features.
 
     ``method="pca"`` projects on the top principal directions (the classic PCA-hashing
-    baseline, no labels needed), ``"random"`` on Gaussian directions (LSH for cosine,
-    Charikar 2002). Both subtract the fitted mean first so bits are balanced.
+    baseline, no labels needed); ``"itq"`` rotates those directions to minimise the
+    quantisation error (Gong & Lazebnik 2011, iterative quantisation), which spreads
+    variance evenly over the bits; ``"random"`` uses Gaussian directions (LSH for
+    cosine, Charikar 2002). All subtract the fitted mean first so bits are balanced.
 
     Attributes:
         mean: ``(D,)`` feature mean.
@@ -100,8 +114,9 @@ class ProjectionHasher:
     method: str = "pca"
 
     @classmethod
-    def fit(cls, features: np.ndarray, bits: int = 64, method: str = "pca", seed: int = 0) -> "ProjectionHasher":
-        """Fit on ``(N, D)`` features (PCA needs ``N >= bits``; random only uses the mean)."""
+    def fit(cls, features: np.ndarray, bits: int = 64, method: str = "pca", seed: int = 0,
+            iterations: int = 50) -> "ProjectionHasher":
+        """Fit on ``(N, D)`` features (PCA/ITQ need ``N >= bits``; random only uses the mean)."""
         features = np.asarray(features, dtype=np.float64)
         if bits % 8 or bits <= 0:
             raise ConfigError(f"bits must be a positive multiple of 8, not {bits}")
@@ -109,14 +124,16 @@ class ProjectionHasher:
         if method == "random":
             rng = np.random.default_rng(seed)
             projection = rng.standard_normal((features.shape[1], bits))
-        elif method == "pca":
+        elif method in ("pca", "itq"):
             if bits > min(features.shape):
-                raise ConfigError(f"PCA hashing to {bits} bits needs at least {bits} items and "
-                                  f"features; got {features.shape}. Use method='random'.")
+                raise ConfigError(f"{method.upper()} hashing to {bits} bits needs at least {bits} items "
+                                  f"and features; got {features.shape}. Use method='random'.")
             _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
             projection = vt[:bits].T
+            if method == "itq":
+                projection = projection @ _itq_rotation((features - mean) @ projection, iterations, seed)
         else:
-            raise ConfigError(f"projection method must be pca or random, not {method!r}")
+            raise ConfigError(f"projection method must be pca, itq or random, not {method!r}")
         return cls(mean.astype(np.float32), projection.astype(np.float32), method)
 
     @property

@@ -81,6 +81,18 @@ class Embedder(nn.Module):
 # -- models -------------------------------------------------------------------------------
 
 
+def checkpoint_hparams(checkpoint: str | Path) -> dict[str, Any]:
+    """The hyper-parameters saved in a Lightning checkpoint (tensors only, no code runs)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    return dict(state.get("hyper_parameters") or {})
+
+
 def load_task(checkpoint: str | Path) -> Any:
     """Load a trained xmodal head from a Lightning checkpoint.
 
