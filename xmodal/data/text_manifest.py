@@ -78,10 +78,15 @@ def read_text_rows(
     if not path.is_file():
         raise ConfigError(f"text manifest {path} not found")
     fmt = _format(path, fmt)
+    raw = path.read_bytes()
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
         encoding = "utf-8-sig"
+        if raw[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+            encoding = "utf-32"  # a byte-order mark says what the file is; believe it
+        elif raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            encoding = "utf-16"
     try:
-        content = path.read_bytes().decode(encoding, errors="surrogateescape")
+        content = raw.decode(encoding, errors="surrogateescape")
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r}") from None
     reader = _jsonl_rows if fmt == "jsonl" else _delimited_rows
@@ -91,6 +96,8 @@ def read_text_rows(
 def _delimited_rows(path: Path, content: str, text_column: str, label_column: str | None,
                     fmt: str, encoding: str) -> tuple[list[TextRow], list[BadInputError]]:
     handle = io.StringIO(content, newline="")
+    # long documents are texts too (the renderer truncates them): lift csv's 128 KB cap
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 2**20))
     reader = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
     columns = reader.fieldnames or []
     for column in (text_column, label_column):
