@@ -238,3 +238,10 @@ def test_short_fit_on_a_folder_of_images(tmp_path):
     bad = list((tmp_path / "runs").rglob("bad_files.csv"))
     assert bad and "broken.jpg" in bad[0].read_text()
     assert list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_preview_writes_the_evaluation_view(tmp_path):
+    source = _photo(tmp_path / "p.jpg", size=(80, 60))
+    adapter = ImageAdapter(image_size=32)
+    out = adapter.preview(source, tmp_path / "preview" / "p.png")
+    assert np.array_equal(np.asarray(Image.open(out)), adapter.decode(source).permute(1, 2, 0).numpy())

@@ -185,6 +185,13 @@ class ImageAdapter(ModalityAdapter):
             steps.append(rand_augment_transform(self.randaugment, hparams))
         return T.Compose(steps)
 
+    def preview(self, source: Any, path: str | Path, data_config: dict[str, Any] | None = None) -> Path:
+        """Write the evaluation view (the exact pixels before normalisation) as a PNG."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(self.decode(source).permute(1, 2, 0).numpy()).save(path)
+        return path
+
     # -- device side ------------------------------------------------------------------
 
     def device_transform(self, data_config: dict[str, Any]) -> nn.Module:
