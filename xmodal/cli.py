@@ -34,6 +34,18 @@ class XModalCLI(LightningCLI):
     """LightningCLI with xmodal's defaults: classification head, best/last checkpoints,
     early stopping, a test run after fit, predictions written as CSV."""
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        """Add the samples/s progress bar unless progress bars are off or one is given."""
+        from pytorch_lightning.callbacks import ProgressBar
+
+        from xmodal.progress import ThroughputProgressBar
+
+        given = [*callbacks, *(config.get("callbacks") or [])]
+        if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, ThroughputProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, evaluate the best checkpoint on the test split")
@@ -151,6 +163,8 @@ def _expand_shortcuts(argv: list[str]) -> list[str]:
     for arg in iterator:
         if arg == "--modality":
             out += ["--data.modality", next(iterator, "")]
+        elif arg == "--profile":  # where the time goes (xmodal.profiling)
+            out.append("--trainer.profiler=xmodal.profiling.StageProfiler")
         elif arg.startswith("--modality="):
             out.append("--data.modality=" + arg.split("=", 1)[1])
         else:
