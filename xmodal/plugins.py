@@ -124,6 +124,7 @@ def _check_hook_names(module: Any, plugin_name: str) -> None:
     misspelt unmarked one (``register_modalites``), would otherwise do nothing at all.
     """
     known = set(_hook_names())
+    problems = []
     for attr in dir(module):
         value = getattr(module, attr, None)
         if not callable(value) or pm.parse_hookimpl_opts(module, attr) is not None:
@@ -131,11 +132,12 @@ def _check_hook_names(module: Any, plugin_name: str) -> None:
         if getattr(value, "__module__", None) != getattr(module, "__name__", None):
             continue  # imported helpers are not this plugin's hooks
         if attr in known:
-            _report(plugin_name, f"function {attr} is not marked with @hookimpl "
-                    "(from xmodal import hookimpl), so xmodal never calls it", "warning")
+            problems.append(f"function {attr} is not marked with @hookimpl "
+                            "(from xmodal import hookimpl), so xmodal never calls it")
         elif attr.startswith("register_") and _suggest(attr):
-            _report(plugin_name, f"function {attr} is not an xmodal hook{_suggest(attr)}",
-                    "warning")
+            problems.append(f"function {attr} is not an xmodal hook{_suggest(attr)}")
+    if problems:
+        _report(plugin_name, "; ".join(problems), "warning")
 
 
 def _register_checked(module: Any, name: str) -> bool:
