@@ -78,7 +78,9 @@ def hamming_distances(queries: np.ndarray, database: np.ndarray, chunk: int = 26
     for start in range(0, d.shape[0], chunk):
         block = d[start:start + chunk]
         for i in range(q.shape[0]):
-            out[i, start:start + block.shape[0]] = popcount(block ^ q[i]).sum(axis=1, dtype=np.uint16)
+            counts = popcount(block ^ q[i])
+            out[i, start:start + block.shape[0]] = counts[:, 0] if counts.shape[1] == 1 else \
+                counts.sum(axis=1, dtype=np.uint16)
     return out
 
 

@@ -147,7 +147,15 @@ class HammingIndex:
         if k <= 0:
             raise ConfigError("k must be at least 1 and the index must not be empty")
         if self.backend == "faiss":
-            distances, indices = self._faiss_index().search(query_codes, k)
+            import faiss
+
+            threads = faiss.omp_get_max_threads()
+            if len(query_codes) < 16:  # OpenMP start-up and spinning cost more than one scan
+                faiss.omp_set_num_threads(1)
+            try:
+                distances, indices = self._faiss_index().search(query_codes, k)
+            finally:
+                faiss.omp_set_num_threads(threads)
             return distances.astype(np.int64), indices.astype(np.int64)
         return _numpy_knn(query_codes, self.codes, k)
 
@@ -251,14 +259,15 @@ def _numpy_knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.nd
     """Exhaustive Hamming k-NN in NumPy; ties broken by index (stable)."""
     out_d = np.empty((len(queries), k), dtype=np.int64)
     out_i = np.empty((len(queries), k), dtype=np.int64)
+    bits = database.shape[1] * 8
     for q in range(len(queries)):
         dist = hamming_distances(queries[q:q + 1], database)[0]
-        if k < len(dist):
-            part = np.argpartition(dist, k - 1)[:k]
-            # items tied with the k-th distance beyond ``part`` are not needed: all equal
-            order = part[np.lexsort((part, dist[part]))]
-        else:
-            order = np.lexsort((np.arange(len(dist)), dist))
+        # distances are small integers: a histogram finds the k-th smallest in one pass,
+        # much faster than argpartition over millions of items
+        cumulative = np.cumsum(np.bincount(dist, minlength=bits + 1))
+        threshold = int(np.searchsorted(cumulative, k))
+        candidates = np.flatnonzero(dist <= threshold)
+        order = candidates[np.lexsort((candidates, dist[candidates]))][:k]
         out_i[q] = order
         out_d[q] = dist[order]
     return out_d, out_i
