@@ -17,6 +17,8 @@ come from the backbone's data config unless set.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from pathlib import Path
@@ -137,9 +139,6 @@ class ImageAdapter(ModalityAdapter):
 
     def cache_key(self) -> str:
         """Only decode settings count: changing the augmentation keeps the cache."""
-        import hashlib
-        import json
-
         settings = {name: getattr(self, name) for name in self.decode_settings}
         text = json.dumps({"modality": self.name, **settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
