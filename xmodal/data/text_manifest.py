@@ -55,6 +55,7 @@ def _bad_bytes(value: str, encoding: str) -> str | None:
     if match is None:
         return None
     byte = ord(match.group()) - 0xDC00
+    encoding = "UTF-8" if encoding.lower().startswith("utf-8") else encoding
     return f"invalid {encoding} byte 0x{byte:02x} at character {match.start()} of the field"
 
 

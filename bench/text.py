@@ -1,0 +1,236 @@
+"""Text benchmark: rendered-text xmodal vs a char 1-4-gram TF-IDF + logistic regression.
+
+On ``sms_spam`` and ``chnsenticorp`` with the built-in split (data row index % 5 == 0 is
+test), prints per data set: test accuracy and macro-F1 of xmodal (mean over seeds) and
+of the baseline, the spam F1 on SMS, and the accuracy drop of both models on a
+perturbed copy of the test set (10 % of characters swapped with a neighbour, dropped,
+or replaced by a look-alike: Latin a/e/o/p/c -> Cyrillic а/е/о/р/с, 0 <-> O, ...).
+Also measures render throughput cold (Pillow) and cached (the decode cache).
+Writes ``bench/results/text.json``.
+
+Usage::
+
+    XMODAL_DATA=../shared/data nice -n 10 python bench/text.py [--seeds 0 1 2]
+        [--datasets sms_spam chnsenticorp] [--max-epochs 3] [--freeze 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from xmodal import plugins  # noqa: E402
+from xmodal.adapters import create_adapter  # noqa: E402
+from xmodal.data import XModalDataModule, data_root  # noqa: E402
+from xmodal.data.scan import BadFiles, scan  # noqa: E402
+
+#: Look-alikes: Latin -> Cyrillic/Greek homoglyphs, digits <-> letters, and a few
+#: Chinese characters that differ by one stroke.
+LOOKALIKES = {
+    "a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у", "i": "і",
+    "A": "А", "B": "В", "C": "С", "E": "Е", "H": "Н", "K": "К", "M": "М", "O": "0",
+    "P": "Р", "T": "Т", "X": "Х", "0": "O", "1": "l", "l": "1", "s": "ѕ", "S": "Ѕ",
+    "己": "已", "已": "己", "未": "末", "末": "未", "土": "士", "士": "土", "日": "曰",
+    "人": "入", "入": "人", "大": "太", "太": "大", "天": "夭", "干": "千", "千": "干",
+    "处": "外", "很": "狠", "好": "妤", "问": "间", "间": "问", "木": "本", "本": "木",
+}
+
+
+def perturb(text: str, rng: random.Random, rate: float = 0.1) -> str:
+    """Perturb ``rate`` of the non-space characters: swap, drop or look-alike."""
+    chars = list(text)
+    positions = [i for i, ch in enumerate(chars) if not ch.isspace()]
+    count = max(1, round(len(positions) * rate)) if positions else 0
+    for index in sorted(rng.sample(positions, count), reverse=True):
+        if index >= len(chars):
+            continue
+        ops = ["swap", "drop"] + (["lookalike"] * 2 if chars[index] in LOOKALIKES else [])
+        op = rng.choice(ops)
+        if op == "lookalike":
+            chars[index] = LOOKALIKES[chars[index]]
+        elif op == "drop":
+            del chars[index]
+        elif index + 1 < len(chars):
+            chars[index], chars[index + 1] = chars[index + 1], chars[index]
+    return "".join(chars)
+
+
+def metrics(truth: list[int], pred: list[int], positive: int | None = None) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    out = {"acc": float(accuracy_score(truth, pred)),
+           "macro_f1": float(f1_score(truth, pred, average="macro"))}
+    if positive is not None:
+        out["pos_f1"] = float(f1_score(truth, pred, pos_label=positive, average="binary"))
+    return out
+
+
+def tfidf_baseline(train_texts, train_labels, test_texts, perturbed):  # type: ignore[no-untyped-def]
+    """Char 1-4-gram TF-IDF (sublinear tf) + logistic regression (C=10)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, 4), sublinear_tf=True, min_df=2),
+        LogisticRegression(C=10.0, max_iter=3000),
+    )
+    model.fit(train_texts, train_labels)
+    return model.predict(test_texts).tolist(), model.predict(perturbed).tolist()
+
+
+@torch.no_grad()
+def predict(model, adapter, texts: list[str], batch_size: int = 128) -> list[int]:  # type: ignore[no-untyped-def]
+    model.eval()
+    out: list[int] = []
+    for start in range(0, len(texts), batch_size):
+        batch = torch.stack([adapter.decode(t) for t in texts[start:start + batch_size]])
+        out.extend(model(batch).argmax(-1).tolist())
+    return out
+
+
+def train_xmodal(name: str, seed: int, args: argparse.Namespace, workdir: Path):  # type: ignore[no-untyped-def]
+    """Fit the classification task on ``name``'s train split; return (model, adapter, seconds)."""
+    import pytorch_lightning as pl
+
+    from xmodal.tasks.classification import ClassificationTask
+
+    pl.seed_everything(seed, workers=True)
+    data = XModalDataModule(dataset=name, modality="text", adapter={"augment": False},
+                            batch_size=args.batch_size, on_bad_file="warn", seed=0,
+                            cache_dir=str(workdir / "decoded"),
+                            per_class=args.per_class)
+    model = ClassificationTask(backbone=args.backbone, pretrained=True, freeze=args.freeze,
+                               lr=args.lr, weight_decay=0.01, scheduler="cosine",
+                               feature_cache=True, early_stopping_patience=None,
+                               restore_best=True, label_smoothing=0.0, dropout=0.1)
+    trainer = pl.Trainer(max_epochs=args.max_epochs, default_root_dir=str(workdir / "runs"),
+                         enable_progress_bar=False, enable_model_summary=False, logger=False,
+                         enable_checkpointing=False, deterministic=False, num_sanity_val_steps=0)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    return model, data.adapter, time.perf_counter() - start
+
+
+def render_throughput(root: Path | None, count: int, workdir: Path) -> dict[str, float]:
+    """Texts/s rendering cold (Pillow, this process) and reading back from the decode cache."""
+    spec = plugins.datasets().get("sms_spam")(root)
+    items = spec.train[:count]
+    adapter = create_adapter({"modality": "text", **spec.adapter_defaults, "augment": False})
+    cache = workdir / "render-cache"
+    start = time.perf_counter()
+    scan(items, adapter, "warn", BadFiles(), num_workers=0, cache_dir=cache)
+    cold = len(items) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    result = scan(items, adapter, "warn", BadFiles(), num_workers=0, cache_dir=cache)
+    total = 0
+    for row in range(result.array.shape[0]):  # read every image back, as training would
+        total += int(torch.from_numpy(np.array(result.array[row])).shape[-1])
+    cached = len(items) / (time.perf_counter() - start)
+    return {"render_per_s_cold": cold, "render_per_s_cached": cached, "render_count": len(items)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["sms_spam", "chnsenticorp"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-epochs", type=int, default=3)
+    parser.add_argument("--freeze", default="4", help="frozen backbone stages (cached once)")
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")
+    parser.add_argument("--render-count", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text.json")
+    args = parser.parse_args()
+    args.freeze = int(args.freeze) if str(args.freeze).isdigit() else args.freeze
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    root = data_root()
+    workdir = Path(tempfile.mkdtemp(prefix="xmodal-bench-text-"))
+    results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    results["settings"]["cpu_threads"] = torch.get_num_threads()
+    results["split"] = "data row index % 5 == 0 is test, rest train (xmodal holds out 10 % of train as val)"
+
+    results.update(render_throughput(root, args.render_count, workdir))
+    print(f"render throughput (sms_spam, {results['render_count']} texts): "
+          f"cold {results['render_per_s_cold']:.0f}/s, cached {results['render_per_s_cached']:.0f}/s")
+
+    prepared = {}
+    for name in args.datasets:  # the baseline first: it is cheap and seed-free
+        spec = plugins.datasets().get(name)(root)
+        texts = [item.source for item in spec.test]
+        truth = [item.label for item in spec.test]
+        positive = spec.classes.index("spam") if "spam" in spec.classes else None
+        rng = random.Random(1234)
+        perturbed = [perturb(t, rng) for t in texts]
+        start = time.perf_counter()
+        base_pred, base_pert = tfidf_baseline([i.source for i in spec.train],
+                                              [i.label for i in spec.train], texts, perturbed)
+        base = metrics(truth, base_pred, positive)
+        base_p = metrics(truth, base_pert, positive)
+        row = {"tfidf_acc": base["acc"], "tfidf_macro_f1": base["macro_f1"],
+               "tfidf_perturbed_acc": base_p["acc"], "tfidf_drop": base["acc"] - base_p["acc"],
+               "tfidf_seconds": time.perf_counter() - start,
+               "n_train": len(spec.train), "n_test": len(texts), "runs": []}
+        if positive is not None:
+            row["tfidf_spam_f1"] = base["pos_f1"]
+        results[name] = row
+        prepared[name] = (texts, truth, perturbed, positive)
+        print(f"{name}: tf-idf acc {base['acc']:.4f} macro-F1 {base['macro_f1']:.4f} "
+              f"perturbed acc {base_p['acc']:.4f}", flush=True)
+
+    for seed in args.seeds:  # seed-major: a cut-short run still covers every data set
+        for name in args.datasets:
+            texts, truth, perturbed, positive = prepared[name]
+            model, adapter, seconds = train_xmodal(name, seed, args, workdir)
+            clean = metrics(truth, predict(model, adapter, texts), positive)
+            noisy = metrics(truth, predict(model, adapter, perturbed), positive)
+            row = results[name]
+            row["runs"].append({"seed": seed, "acc": clean["acc"], "macro_f1": clean["macro_f1"],
+                                "spam_f1": clean.get("pos_f1"), "perturbed_acc": noisy["acc"],
+                                "drop": clean["acc"] - noisy["acc"], "fit_seconds": seconds})
+            runs = row["runs"]
+            row.update({
+                "xmodal_acc": statistics.mean(r["acc"] for r in runs),
+                "xmodal_macro_f1": statistics.mean(r["macro_f1"] for r in runs),
+                "xmodal_drop": statistics.mean(r["drop"] for r in runs),
+                "xmodal_perturbed_acc": statistics.mean(r["perturbed_acc"] for r in runs),
+                "seeds": [r["seed"] for r in runs],
+            })
+            if positive is not None:
+                row["xmodal_spam_f1"] = statistics.mean(r["spam_f1"] for r in runs)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2))
+            print(f"  {name} seed {seed}: acc {clean['acc']:.4f} macro-F1 {clean['macro_f1']:.4f} "
+                  f"perturbed acc {noisy['acc']:.4f} ({seconds:.0f} s)", flush=True)
+
+    print()
+    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}"
+    print(header)
+    print("-" * len(header))
+    for name in args.datasets:
+        row = results[name]
+        for model in ("xmodal", "tfidf") if row["runs"] else ("tfidf",):
+            spam = row.get(f"{model}_spam_f1")
+            print(f"{name:<14}{model:<8}{row[f'{model}_acc']:>8.4f}{row[f'{model}_macro_f1']:>10.4f}"
+                  f"{'' if spam is None else f'{spam:.4f}':>9}"
+                  f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}")
+    print(f"\nrender: {results['render_per_s_cold']:.0f} texts/s cold, "
+          f"{results['render_per_s_cached']:.0f} texts/s cached; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
