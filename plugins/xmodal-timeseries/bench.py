@@ -1,0 +1,128 @@
+"""Benchmark: time-series images + an ImageNet backbone vs 1-NN Euclidean on UCR sets.
+
+Trains xmodal's classification task on each image transform of the plugin, on the
+official train split of ArrowHead and OSULeaf (no validation split is carved out: a
+fixed schedule, the last epoch's model is tested, no test-set model selection), and
+reports test accuracy as the mean of 3 seeds beside the 1-NN Euclidean baseline.
+
+Run (with the plugin installed, ``pip install -e plugins/xmodal-timeseries``)::
+
+    XMODAL_DATA=../shared/data python plugins/xmodal-timeseries/bench.py
+
+Writes ``bench/results/timeseries.json``: per data set and transform ``acc_mean``
+(and the per-seed accuracies), plus ``nn1_acc`` per data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("arrowhead", "osuleaf")
+TRANSFORMS = ("cwt", "gaf", "rp", "stack")
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "timeseries.json"
+
+
+def nn1_euclidean(name: str) -> float:
+    """Test accuracy of 1-NN with Euclidean distance on the z-normalised raw series."""
+    from xmodal_timeseries.datasets import NAMED, ucr
+    from xmodal.data import data_root
+
+    archive = {n.lower(): n for n in NAMED}[name]
+    spec = ucr(data_root(), name=archive)
+
+    def stack(items):  # type: ignore[no-untyped-def]
+        x = np.stack([item.source for item in items]).astype(np.float64)
+        x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+        return x, np.array([item.label for item in items])
+
+    train_x, train_y = stack(spec.train)
+    test_x, test_y = stack(spec.test)
+    distance = ((test_x[:, None, :] - train_x[None, :, :]) ** 2).sum(-1)
+    return float((train_y[distance.argmin(1)] == test_y).mean())
+
+
+def train_once(name: str, transform: str, seed: int, args: argparse.Namespace) -> float:
+    """Fit on the official train split, return test accuracy of the last epoch."""
+    import pytorch_lightning as pl
+
+    from xmodal import ClassificationTask, XModalDataModule
+
+    pl.seed_everything(seed, workers=True)
+    data = XModalDataModule(
+        dataset=name, modality="timeseries", val_fraction=0.0, batch_size=args.batch_size,
+        num_workers=0, seed=seed,
+        adapter={"transform": transform, "image_size": args.image_size, "length": args.length},
+    )
+    model = ClassificationTask(backbone=args.backbone, pretrained=True, freeze=args.freeze,
+                               lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=1,
+                               label_smoothing=0.1)
+    trainer = pl.Trainer(max_epochs=args.epochs, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="auto", devices=1)
+    trainer.fit(model, datamodule=data)
+    result = trainer.test(model, datamodule=data, verbose=False)
+    return float(result[0]["test/acc"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--transforms", nargs="+", default=list(TRANSFORMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--freeze", default="0")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 avoids OpenMP spinning on a busy machine)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.freeze = int(args.freeze) if args.freeze.isdigit() else args.freeze
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    if not os.environ.get("XMODAL_DATA"):
+        raise SystemExit("set XMODAL_DATA to the folder holding ucr/ (e.g. ../shared/data)")
+
+    results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    for name in args.datasets:
+        entry = {"nn1_acc": nn1_euclidean(name), "transforms": {}}
+        for transform in args.transforms:
+            start = time.time()
+            accs = [train_once(name, transform, seed, args) for seed in args.seeds]
+            entry["transforms"][transform] = {
+                "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)),
+                "accs": accs, "seconds": round(time.time() - start, 1),
+            }
+            print(f"{name:10s} {transform:6s} acc {np.mean(accs):.4f} ± {np.std(accs):.4f} "
+                  f"({', '.join(f'{a:.3f}' for a in accs)})  {time.time() - start:.0f}s", flush=True)
+        best = max(entry["transforms"].items(), key=lambda kv: kv[1]["acc_mean"], default=(None, {}))
+        entry["best_transform"] = best[0]
+        results[name] = entry
+    print(f"\n{'data set':10s} {'1-NN':>7s} " + " ".join(f"{t:>7s}" for t in args.transforms))
+    for name in args.datasets:
+        row = results[name]
+        print(f"{name:10s} {row['nn1_acc']:7.4f} "
+              + " ".join(f"{row['transforms'][t]['acc_mean']:7.4f}" for t in args.transforms))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
