@@ -33,8 +33,12 @@ def main(argv: list[str]) -> int:
                                 adapter=settings, root=args.root)
         spec = data.prepare_spec()
         folder = Path(args.output if args.output != "preview.png" else "preview")
-        for item in (spec.test or spec.train)[: args.count]:
-            out = data.adapter.preview(item.source, folder / f"{Path(str(item.name)).stem}.png")
+        chosen = (spec.test or spec.train)[: args.count]
+        stems = [Path(str(item.name)).stem for item in chosen]
+        unique = len(set(stems)) == len(stems)  # rows of one manifest share a stem
+        for number, (item, stem) in enumerate(zip(chosen, stems)):
+            name = stem if unique else f"{stem}-{number:03d}"
+            out = data.adapter.preview(item.source, folder / f"{name}.png")
             print(out)
         return 0
     if args.source is None:
