@@ -20,7 +20,7 @@ from xmodal.callbacks import PredictionCSVWriter
 from xmodal.checkpointing import (AtomicCheckpointIO, LastCheckpoint, RNGState, check_checkpoint,
                                   find_last_checkpoint)
 from xmodal.data.datamodule import XModalDataModule
-from xmodal.errors import XModalError
+from xmodal.errors import XModalError, unwrap
 from xmodal.tasks.base import BaseTask
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -57,6 +57,15 @@ class XModalCLI(LightningCLI):
         # --last_checkpoint.every_n_train_steps N: refresh last.ckpt every N steps
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as exc:  # jsonargparse wraps errors of __init__
+            inner = unwrap(exc)
+            if inner is None:
+                raise
+            raise inner from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
         strategy = trainer.strategy
@@ -64,39 +73,29 @@ class XModalCLI(LightningCLI):
             strategy.checkpoint_io = AtomicCheckpointIO()  # temp file + fsync + rename per save
         return trainer
 
-    def before_fit(self) -> None:
-        self._resolve_ckpt_path()
-
-    def before_validate(self) -> None:
-        self._resolve_ckpt_path()
-
-    def before_test(self) -> None:
-        self._resolve_ckpt_path()
-
-    def before_predict(self) -> None:
-        self._resolve_ckpt_path()
-
-    def _resolve_ckpt_path(self) -> None:
+    def _parse_ckpt_path(self) -> None:
         """``last`` = the newest last.ckpt of any earlier run; every file is checked first.
 
         Each run logs to a new ``version_N`` folder, where Lightning's own ``"last"``
         would find nothing. The checkpoint is loaded with ``weights_only=True`` before
-        Lightning gets it, so a file that would run code is refused with one line.
+        Lightning reads its hyper-parameters, so a file that would run code is refused
+        with one line.
         """
-        config = self.config_init[self.subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path in (None, "best", "hpc", "registry"):
-            return
-        if ckpt_path == "last":
-            found = find_last_checkpoint(self.trainer.default_root_dir)
-            if found is None:
-                print(f"xmodal: no last.ckpt under {self.trainer.default_root_dir}; starting fresh",
-                      file=sys.stderr)
-                config["ckpt_path"] = None
-                return
-            print(f"xmodal: resuming from {found}", file=sys.stderr)
-            ckpt_path = found
-        config["ckpt_path"] = str(check_checkpoint(ckpt_path))
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path not in (None, "best", "hpc", "registry"):
+            if ckpt_path == "last":
+                root = config.get("trainer", {}).get("default_root_dir") or "."
+                found = find_last_checkpoint(root)
+                if found is None:
+                    print(f"xmodal: no last.ckpt under {root}; starting fresh", file=sys.stderr)
+                    config["ckpt_path"] = None
+                    return
+                print(f"xmodal: resuming from {found}", file=sys.stderr)
+                ckpt_path = found
+            config["ckpt_path"] = str(check_checkpoint(ckpt_path))
+        super()._parse_ckpt_path()
 
     test_results: dict[str, float] = {}
 

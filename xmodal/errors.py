@@ -6,6 +6,21 @@ from __future__ import annotations
 class XModalError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        _recent[0] = self  # jsonargparse re-wraps errors raised while instantiating classes
+
+
+_recent: list[XModalError | None] = [None]
+
+
+def unwrap(exc: BaseException) -> XModalError | None:
+    """The XModalError another library wrapped into ``exc`` (by message), if any."""
+    inner = _recent[0]
+    if inner is not None and inner is not exc and str(inner) and str(inner) in str(exc):
+        return inner
+    return None
+
 
 class PluginError(XModalError):
     """A plugin could not be loaded or registered something invalid."""
