@@ -192,12 +192,20 @@ def test_unknown_strategy_is_a_clear_error() -> None:
 
 
 @pytest.mark.parametrize("dataset", plugins.datasets().names())
-def test_advise_returns_a_valid_strategy_for_every_dataset(dataset: str) -> None:
+def test_advise_returns_a_valid_strategy_for_every_dataset(dataset: str, tmp_path) -> None:
     from xmodal.advise import advise
     from xmodal.data.paths import data_root
     from xmodal.errors import ConfigError
 
-    data = XModalDataModule(dataset=dataset, num_workers=0, cache=False)
+    options = None
+    if dataset == "text_manifest":  # the user's own file: write a small real one
+        rows = [("great hotel, friendly staff", "pos"), ("dirty room and rude service", "neg"),
+                ("lovely view, would come back", "pos"), ("noisy, cold and overpriced", "neg"),
+                ("excellent breakfast", "pos"), ("the worst stay ever", "neg")] * 2
+        manifest = tmp_path / "texts.csv"
+        manifest.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+        options = {"path": str(manifest)}
+    data = XModalDataModule(dataset=dataset, num_workers=0, cache=False, options=options)
     try:
         data.prepare_spec()
     except ConfigError as exc:

@@ -1,0 +1,145 @@
+"""Fine-tuning strategies x data sets: test accuracy, train time, and what advise picks.
+
+Acceptance (issue 6): the strategy ``xmodal advise`` recommends is within 1 point of
+the best strategy on at least 3 of the 4 data sets (FSDD, hymenoptera, SMS spam,
+ChnSentiCorp). ``advise`` measures the same capped training set the strategies train on.
+
+CPU-sized settings (printed with the table and saved in the JSON): small inputs (see
+``bench/_fit.py``), ``--per-class`` training items per class, ``--epochs`` epochs,
+early stopping (patience 3) and best-epoch rollback on 5 validation items per class
+held out of train, test on at most 50 items per class of the test split, one thread.
+
+Usage::
+
+    XMODAL_DATA=../shared/data nice -n 10 .venv/bin/python bench/strategies.py
+    ... bench/strategies.py --datasets fsdd --seeds 0      # a smaller run
+
+Runs are appended to ``bench/results/strategies.json`` as they finish, so an
+interrupted run resumes where it stopped. Keys: ``rows`` (``dataset``, ``strategy``,
+``per_class``, ``acc_mean``, ``train_seconds``, ...), ``advised`` (data set ->
+strategy), ``advice`` (measurements), ``runs`` (one per seed), ``settings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fit import aggregate, fit_once, load_runs, make_data  # noqa: E402
+
+from xmodal.strategies import STRATEGY_NAMES  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "strategies.json"
+DATASETS = ("fsdd", "hymenoptera", "sms_spam", "chnsenticorp")
+
+
+def advise_for(dataset: str, per_class: int, seed: int) -> dict:
+    from xmodal.advise import advise
+
+    data = make_data(dataset, per_class, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        advice = advise(data, sample_per_class=min(20, per_class), seed=seed)
+    print(advice.report(), flush=True)
+    return {"strategy": advice.strategy, "args": advice.args, "size": advice.size,
+            "similarity": advice.similarity, "probe_accuracy": round(advice.probe_accuracy, 4),
+            "probe_score": round(advice.probe_score, 4), "stage_accuracy": advice.stage_accuracy,
+            "min_per_class": advice.min_per_class, "seconds": round(advice.seconds, 1)}
+
+
+def save(path: Path, runs: list, advice: dict, settings: dict) -> dict:
+    rows = aggregate(runs)
+    result = {"rows": rows, "advised": {k: v["strategy"] for k, v in advice.items()},
+              "advice": advice, "runs": runs, "settings": settings, "verdict": verdict(rows, advice)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def verdict(rows: list, advice: dict) -> dict:
+    """Per data set: best strategy, advised strategy, and whether advised is within 1 point."""
+    out = {}
+    for dataset, info in advice.items():
+        mine = {r["strategy"]: r["acc_mean"] for r in rows if r["dataset"] == dataset}
+        if not mine or info["strategy"] not in mine:
+            continue
+        best = max(mine, key=mine.get)
+        gap = mine[best] - mine[info["strategy"]]
+        out[dataset] = {"best": best, "best_acc": mine[best], "advised": info["strategy"],
+                        "advised_acc": mine[info["strategy"]], "gap_points": round(100 * gap, 2),
+                        "within_1_point": gap <= 0.01 + 1e-9, "strategies_measured": len(mine)}
+    return out
+
+
+def print_table(result: dict) -> None:
+    rows = result["rows"]
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    print("\ntest accuracy (mean over seeds) / train seconds per run")
+    print(f"{'strategy':<14}" + "".join(f"{d:>24}" for d in datasets))
+    for strategy in STRATEGY_NAMES:
+        cells = []
+        for dataset in datasets:
+            row = next((r for r in rows if r["dataset"] == dataset and r["strategy"] == strategy), None)
+            mark = "*" if result["advised"].get(dataset) == strategy else " "
+            cells.append(f"{'-':>24}" if row is None else
+                         f"{row['acc_mean']:>13.3f}{mark} {row['train_seconds']:>6.0f}s n{len(row['seeds'])}")
+        print(f"{strategy:<14}" + "".join(cells))
+    print("* = advised")
+    for dataset, v in result["verdict"].items():
+        print(f"{dataset}: best {v['best']} {v['best_acc']:.3f}, advised {v['advised']} "
+              f"{v['advised_acc']:.3f} (gap {v['gap_points']:.1f} points) -> "
+              f"{'within 1 point' if v['within_1_point'] else 'NOT within 1 point'}")
+    print("settings:", json.dumps(result["settings"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--per-class", type=int, nargs="+", default=[20, 50, 50, 50],
+                        help="training items per class, one per data set (FSDD has 10 classes, the rest 2)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--print-only", action="store_true", help="print the saved table")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    runs, advice = load_runs(args.out), previous.get("advice", {})
+    per_class = dict(zip(args.datasets, args.per_class + args.per_class[-1:] * len(args.datasets)))
+    settings = {"per_class": per_class, "epochs": args.epochs, "early_stopping_patience": 3,
+                "val_per_class": 5, "test_per_class_max": 50, "lr": 5e-3, "backbone_lr_scale": 0.2, "batch_size": 16,
+                "backbone": "tf_efficientnet_lite0", "threads": args.threads,
+                "inputs": "fsdd 64x64 log-mel, hymenoptera 64 px, texts 48x160 px"}
+    if args.print_only:
+        print_table(save(args.out, runs, advice, previous.get("settings", settings)))
+        return
+    for seed in args.seeds:  # seed-major: a partial run still covers every cell once
+        for dataset in args.datasets:
+            if dataset not in advice:
+                advice[dataset] = advise_for(dataset, per_class[dataset], 0)
+                save(args.out, runs, advice, settings)
+            for strategy in args.strategies:
+                done = any(r["dataset"] == dataset and r["strategy"] == strategy and r["seed"] == seed
+                           and r["per_class"] == per_class[dataset] for r in runs)
+                if done:
+                    continue
+                started = time.strftime("%H:%M:%S")
+                run = fit_once(dataset, strategy, per_class[dataset], seed, args.epochs)
+                runs.append(run)
+                print(f"[{started}] {dataset:<13} {strategy:<13} seed {seed}: acc {run['acc']:.3f} "
+                      f"in {run['train_seconds']:.0f}s ({run['epochs_run']} epochs)", flush=True)
+                save(args.out, runs, advice, settings)
+    print_table(save(args.out, runs, advice, settings))
+
+
+if __name__ == "__main__":
+    main()
