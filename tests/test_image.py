@@ -244,3 +244,27 @@ def test_preview_writes_the_evaluation_view(tmp_path):
     adapter = ImageAdapter(image_size=32)
     out = adapter.preview(source, tmp_path / "preview" / "p.png")
     assert np.array_equal(np.asarray(Image.open(out)), adapter.decode(source).permute(1, 2, 0).numpy())
+
+
+def test_csv_manifest_of_images_with_a_bad_row(tmp_path):
+    from xmodal.data.datamodule import XModalDataModule
+
+    rows = ["path,label,split"]
+    for i in range(4):
+        for label in ("ant", "bee"):
+            _photo(tmp_path / f"{label}{i}.png", size=(30 + i, 20), seed=i)
+            rows.append(f"{label}{i}.png,{label},{'val' if i == 3 else 'train'}")
+    (tmp_path / "text.jpg").write_text("not a picture")
+    rows.append("text.jpg,ant,train")
+    (tmp_path / "photos.csv").write_text("\n".join(rows) + "\n")
+    data = XModalDataModule(manifest=str(tmp_path / "photos.csv"), modality="image",
+                            adapter={"image_size": 16}, num_workers=0, cache=False,
+                            on_bad_file="skip", batch_size=4)
+    data.setup("fit")
+    assert data.class_names == ["ant", "bee"]
+    assert len(data.datasets["train"]) == 6 and len(data.datasets["val"]) == 2
+    assert [Path(name).name for name, _ in data.bad_files.rows] == ["text.jpg"]
+    batch = next(iter(data.train_dataloader()))
+    assert batch["input"].shape == (4, 3, 16, 16) and batch["input"].dtype == torch.uint8
+    val = next(iter(data.val_dataloader()))
+    assert val["input"].shape == (2, 3, 16, 16)
