@@ -173,6 +173,7 @@ def _expand_shortcuts(argv: list[str]) -> list[str]:
 
 def run_lightning(argv: list[str]) -> XModalCLI:
     """Run a LightningCLI subcommand (fit, validate, test, predict)."""
+    plugins.heads()  # import every registered head, so `--model HashingTask` resolves by short name
     return XModalCLI(
         BaseTask,
         XModalDataModule,

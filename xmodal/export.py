@@ -139,11 +139,12 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, opset: i
 
 
 def onnx_parity(path: str | Path, reference: nn.Module, batches: Iterable[torch.Tensor],
-                python: str | None = None) -> dict[str, Any]:
+                python: str | None = None, return_outputs: bool = False) -> dict[str, Any]:
     """Max |ONNX Runtime - PyTorch| over ``batches``, with ONNX Runtime in its own process.
 
     Returns:
-        ``{"max_abs_diff": float, "items": int, "batches": int}``.
+        ``{"max_abs_diff": float, "items": int, "batches": int}``, plus ``onnx`` and
+        ``torch`` (the concatenated outputs) with ``return_outputs``.
     """
     reference = reference.eval()
     batches = [torch.as_tensor(b).float() for b in batches]
@@ -157,8 +158,15 @@ def onnx_parity(path: str | Path, reference: nn.Module, batches: Iterable[torch.
         with np.load(outputs) as data:
             onnx_out = [data[f"arr_{i}"] for i in range(len(batches))]
     diff = 0.0
+    expected_all = []
     with torch.no_grad():
         for batch, got in zip(batches, onnx_out):
             expected = reference(batch).float().numpy()
+            expected_all.append(expected)
             diff = max(diff, float(np.abs(expected - got).max()))
-    return {"max_abs_diff": diff, "items": int(sum(len(b) for b in batches)), "batches": len(batches)}
+    result: dict[str, Any] = {"max_abs_diff": diff, "items": int(sum(len(b) for b in batches)),
+                              "batches": len(batches)}
+    if return_outputs:
+        result["onnx"] = np.concatenate(onnx_out)
+        result["torch"] = np.concatenate(expected_all)
+    return result
