@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     add_input_options(parser)
     add_model_options(parser)
     parser.add_argument("--bits", type=int, default=64, help="bits of untrained projection codes")
-    parser.add_argument("--projection", default="pca", choices=("pca", "random"),
+    parser.add_argument("--projection", default="itq", choices=("itq", "pca", "random"),
                         help="projection for untrained codes")
     parser.add_argument("--no-vectors", action="store_true",
                         help="do not keep float vectors (smaller index, no cosine re-rank)")

@@ -41,7 +41,7 @@ class SearchEngine:
         backbone: str | None = None,
         layer: str = "auto",
         bits: int = 64,
-        projection: str = "pca",
+        projection: str = "itq",
         keep_vectors: bool = True,
         backend: str = "auto",
         batch_size: int = 64,
@@ -57,7 +57,7 @@ class SearchEngine:
             adapter: ``{"modality": ..., **settings}`` without a checkpoint.
             layer: embedding layer (``auto``: the hashing latent, else pooled features).
             bits: code length of the untrained projection codes.
-            projection: ``pca`` or ``random`` for untrained codes.
+            projection: ``itq``, ``pca`` or ``random`` for untrained codes.
             keep_vectors: store the float vectors for a cosine re-rank.
         """
         if not isinstance(sources, Sources):
