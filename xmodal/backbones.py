@@ -99,12 +99,22 @@ def create_backbone(
                 f"failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Pass a local "
                 f"file with --model.weights PATH, or --model.pretrained false for a random init."
             ) from None
-    try:
-        full.load_state_dict(state, strict=True)
-    except RuntimeError:
+    headless = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    classifier = (full.default_cfg.get("classifier") or "") + "."
+    without_head = {k: v for k, v in state.items() if not k.startswith(classifier)}
+    for model, weights in ((full, state), (headless, without_head)):
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError:
+            continue
+        model.reset_classifier(0)
+        return model
+    if len(state) == len(full.state_dict()):  # same architecture, other names: map by order
         full.load_state_dict(map_in_order(state, full), strict=True)
-    full.reset_classifier(0)
-    return full
+        full.reset_classifier(0)
+        return full
+    headless.load_state_dict(map_in_order(without_head, headless), strict=True)
+    return headless
 
 
 def stage_boundaries(model: nn.Module) -> list[int]:
