@@ -306,3 +306,33 @@ def test_dirty_manifest_error_names_the_row(tmp_path, capsys) -> None:
     assert code == 2
     line = one_line_error(capsys.readouterr().err, "")
     assert "dirty.csv:8" in line and "duplicate" in line
+
+
+def test_check_data_reads_the_data_section_of_a_fit_config(audio_tree, tmp_path, capsys) -> None:
+    root, good, bad = audio_tree
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        "seed_everything: 3\n"
+        "model:\n  class_path: xmodal.tasks.classification.ClassificationTask\n"
+        "  init_args:\n    backbone: test_efficientnet\n"
+        "trainer:\n  max_epochs: 1\n"
+        f"data:\n  dataset: folder\n  root: {root}\n  modality: audio\n  num_workers: 0\n"
+    )
+    assert main(["check-data", "--config", str(config), "--output", str(tmp_path)]) == 1
+    assert usable_total(capsys.readouterr().out) == good
+    names_match(bad_rows(tmp_path), bad)
+
+
+def test_warn_policy_skips_with_one_warning_per_file() -> None:
+    from xmodal.adapters import create_adapter
+    from xmodal.data.scan import BadFiles, scan
+    from xmodal.data.spec import Item
+
+    files = [CORPUS / entry for entry in expected("audio/", "bad") if (CORPUS / entry).is_file()]
+    good = sorted(SAMPLE.glob("3_*.flac"))[:2]
+    items = [Item(str(p), 0, str(p)) for p in files + good]
+    report = BadFiles()
+    with pytest.warns(UserWarning) as caught:
+        result = scan(items, create_adapter({"modality": "audio"}), "warn", report, keep=False)
+    assert len([w for w in caught if "skipping bad input" in str(w.message)]) == len(files)
+    assert len(report.rows) == len(files) and len(result.items) == len(good)
