@@ -217,3 +217,20 @@ def test_advise_returns_a_valid_strategy_for_every_dataset(dataset: str, tmp_pat
     assert advice.size in ("small", "large") and advice.similarity in ("similar", "different")
     assert advice.reasons and f"strategy: {advice.strategy}" in advice.config_yaml()
     assert 0.0 <= advice.probe_accuracy <= 1.0
+
+
+@pytest.mark.parametrize("per_class, score, stages, final, expected", [
+    (20, 0.9, {2: 0.5, 3: 0.6}, 0.95, ("small", "similar", "linear_probe")),
+    (20, 0.3, {2: 0.5, 3: 0.6}, 0.4, ("small", "different", "cut_at")),
+    (500, 0.9, {2: 0.5}, 0.95, ("large", "similar", "freeze_k")),
+    (500, 0.3, {2: 0.2}, 0.35, ("large", "different", "full")),
+    (500, 0.8, {4: 0.99}, 0.85, ("large", "different", "full")),  # a mid stage probes far better
+])
+def test_advise_matrix_cells(per_class, score, stages, final, expected) -> None:
+    from xmodal.advise import place
+
+    size, similarity, strategy, args, reasons = place(per_class, score, stages, final)
+    assert (size, similarity, strategy) == expected
+    assert reasons and strategy in STRATEGY_NAMES
+    if strategy == "cut_at":
+        assert args["cut_stage"] == max(stages, key=stages.get)
