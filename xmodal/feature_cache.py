@@ -311,7 +311,7 @@ class FeatureCache(Callback):
             rank_zero_info(f"xmodal: feature cache off: {problem}")
             return None
         cached = {name: self._compute(trainer, pl_module, split, datasets[name])
-                  for name in self.splits if name in datasets}
+                  for name in self.splits if name in datasets and len(datasets[name])}
         return split, cached
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
