@@ -5,9 +5,10 @@
   previous ``last.ckpt`` intact, never a truncated one.
 * :class:`LastCheckpoint` refreshes ``last.ckpt`` every N training steps, so a killed
   run loses at most N steps.
-* :class:`RNGState` saves the global RNG states (torch, numpy, random) in the
-  checkpoint and restores them right before the first resumed batch, so a resumed run
-  draws the same dropout and augmentation masks as an uninterrupted one.
+* :class:`ResumeState` saves the global RNG states (torch, numpy, random) in the
+  checkpoint and restores them (and the schedulers' learning rates) right before the
+  first resumed batch, so a resumed run draws the same dropout and augmentation masks
+  and steps with the same learning rates as an uninterrupted one.
 * :func:`find_last_checkpoint` makes ``--ckpt_path last`` find the newest ``last.ckpt``
   of earlier runs (each run logs to a new ``version_N`` folder).
 * :func:`check_checkpoint` loads a checkpoint with ``weights_only=True`` before
@@ -97,12 +98,17 @@ class LastCheckpoint(ModelCheckpoint):
                          every_n_train_steps=max(0, every_n_train_steps) or None)
 
 
-class RNGState(Callback):
-    """Save global RNG states with each checkpoint; restore them when training resumes.
+class ResumeState(Callback):
+    """Make a resumed run continue exactly where the saved one was.
 
-    The states are restored at the first training batch after loading, not when the
-    checkpoint is read: the sanity check and loader start-up between the two draw
-    random numbers a never-interrupted run would not have drawn at that point.
+    * Global RNG states are saved with each checkpoint and restored at the first
+      training batch after loading, not when the checkpoint is read: the sanity check
+      and loader start-up in between draw random numbers a never-interrupted run
+      would not have drawn at that point.
+    * Learning rates are re-applied from the restored schedulers at that batch:
+      Lightning's ``BaseFinetuning`` (the fine-tuning strategies) restores the
+      optimiser's parameter groups as they were at the *first* epoch, which would
+      train the first resumed step with a stale learning rate.
     """
 
     def __init__(self) -> None:
@@ -131,6 +137,13 @@ class RNGState(Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            rates = getattr(scheduler, "_last_lr", None)
+            groups = scheduler.optimizer.param_groups
+            if rates is not None and len(rates) == len(groups):
+                for group, rate in zip(groups, rates):
+                    group["lr"] = rate
 
 
 def _plain_python_state(state: tuple) -> list[Any]:

@@ -17,7 +17,7 @@ from pytorch_lightning.cli import LightningCLI
 
 from xmodal import plugins
 from xmodal.callbacks import PredictionCSVWriter
-from xmodal.checkpointing import (AtomicCheckpointIO, LastCheckpoint, RNGState, check_checkpoint,
+from xmodal.checkpointing import (AtomicCheckpointIO, LastCheckpoint, ResumeState, check_checkpoint,
                                   find_last_checkpoint)
 from xmodal.data.datamodule import XModalDataModule
 from xmodal.errors import XModalError, unwrap
@@ -132,7 +132,7 @@ def trainer_defaults() -> dict[str, Any]:
                             filename="best-{epoch:02d}", enable_version_counter=False),
             EarlyStopping(monitor="val/acc", mode="max", patience=5),
             PredictionCSVWriter(),
-            RNGState(),
+            ResumeState(),
         ],
     }
 
