@@ -266,7 +266,11 @@ class XModalDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        workers = self.num_workers if isinstance(dataset, DecodeDataset) else 0
+        # decoding needs workers; on GPU, reading the memory-mapped cache in workers too
+        # keeps the (pinned) host side ahead of the device
+        parallel = isinstance(dataset, DecodeDataset) or (
+            torch.cuda.is_available() and isinstance(dataset, ArrayDataset))
+        workers = self.num_workers if parallel else 0
         options = dict(
             batch_size=self.hparams.batch_size,
             drop_last=shuffle and len(dataset) > self.hparams.batch_size,
