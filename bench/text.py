@@ -191,6 +191,8 @@ def main() -> None:
         prepared[name] = (texts, truth, perturbed, positive)
         print(f"{name}: tf-idf acc {base['acc']:.4f} macro-F1 {base['macro_f1']:.4f} "
               f"perturbed acc {base_p['acc']:.4f}", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))  # a cut-short run keeps these
 
     for seed in args.seeds:  # seed-major: a cut-short run still covers every data set
         for name in args.datasets:
