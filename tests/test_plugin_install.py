@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugins" / "xmodal-timeseries"
+MULTILABEL = ROOT / "plugins" / "xmodal-multilabel"
 XMODAL = Path(sys.executable).parent / "xmodal"
 
 
@@ -28,11 +29,12 @@ def installed(tmp_path_factory) -> Path:
     # --no-build-isolation: setuptools from this environment, so no network is needed
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-cache-dir", "--target", str(target), str(PLUGIN)],
+         "--no-cache-dir", "--target", str(target), str(PLUGIN), str(MULTILABEL)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(build)},
     )
     assert result.returncode == 0, result.stderr
     assert (target / "xmodal_timeseries" / "adapter.py").is_file()
+    assert (target / "xmodal_multilabel" / "task.py").is_file()
     return target
 
 
@@ -53,6 +55,7 @@ def test_installed_plugin_is_listed(installed, tmp_path):
     assert entry["hooks"] == ["register_datasets", "register_modalities"]
     assert entry["provides"]["modalities"] == ["timeseries"]
     assert "arrowhead" in entry["provides"]["datasets"]
+    assert listing["multilabel"]["provides"] == {"datasets": ["fsdd_attributes"], "heads": ["multilabel"]}
 
 
 def test_installed_plugin_trains_on_arrowhead(installed, tmp_path):
@@ -70,3 +73,15 @@ def test_installed_plugin_trains_on_arrowhead(installed, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy:" in result.stdout
     assert list((tmp_path / "runs").rglob("*.ckpt")), "no checkpoint written"
+
+
+@pytest.mark.slow
+def test_example_plugins_pass_their_own_tests(installed, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(installed), "OMP_NUM_THREADS": "1",
+           "XMODAL_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(PLUGIN / "tests"), str(MULTILABEL / "tests")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " skipped" not in result.stdout.splitlines()[-1] or not os.environ.get("XMODAL_DATA")

@@ -1,16 +1,23 @@
 """Benchmark: time-series images + an ImageNet backbone vs 1-NN Euclidean on UCR sets.
 
-Trains xmodal's classification task on each image transform of the plugin, on the
-official train split of ArrowHead and OSULeaf (no validation split is carved out: a
-fixed schedule, the last epoch's model is tested, no test-set model selection), and
-reports test accuracy as the mean of 3 seeds beside the 1-NN Euclidean baseline.
+For each image transform of the plugin (``cwt``, ``gaf``, ``rp``, ``stack``) and each
+of ArrowHead and OSULeaf (official splits), test accuracy as the mean of 3 seeds,
+beside the 1-NN Euclidean baseline on the z-normalised raw series. Two protocols:
 
-Run (with the plugin installed, ``pip install -e plugins/xmodal-timeseries``)::
+- ``--mode finetune`` (default, the reference): xmodal's classification task
+  fine-tunes the whole pretrained EfficientNet-Lite0 on the full official train split
+  for a fixed number of epochs; the last epoch's model is tested (no validation
+  split, no model selection on the test split).
+- ``--mode probe``: the backbone stays frozen; a logistic regression is fitted on its
+  pooled features of the train series plus ``--views`` window-sliced copies each.
+  Minutes on a CPU, where fine-tuning 18 runs takes hours.
 
-    XMODAL_DATA=../shared/data python plugins/xmodal-timeseries/bench.py
+Run (with the plugin installed, ``pip install plugins/xmodal-timeseries``)::
 
-Writes ``bench/results/timeseries.json``: per data set and transform ``acc_mean``
-(and the per-seed accuracies), plus ``nn1_acc`` per data set.
+    XMODAL_DATA=../shared/data python plugins/xmodal-timeseries/bench.py [--mode probe]
+
+Writes ``bench/results/timeseries.json``: per data set ``nn1_acc`` and per transform
+``acc_mean`` (plus per-seed ``accs``), the best transform, and the settings used.
 """
 
 from __future__ import annotations
