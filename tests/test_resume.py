@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,11 +105,15 @@ def _last_step(runs: Path) -> int:
         return -1
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits: Path, tmp_path: Path) -> None:
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    """The killed run is a real process; the reference and the resumed run run in-process
+    (same code path, ``xmodal.cli.run_lightning``) to save two interpreter start-ups."""
+    from xmodal.cli import run_lightning
+
     reference, interrupted = tmp_path / "ref" / "runs", tmp_path / "int" / "runs"
     reference.mkdir(parents=True)
     interrupted.mkdir(parents=True)
-    run_fit(digits, reference)
 
     slow = ["--trainer.callbacks+=xmodal_test_callbacks.SlowSteps",
             "--trainer.callbacks.seconds", "1.0"]
@@ -116,24 +121,32 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits: Path
     process = subprocess.Popen(fit_command(digits, interrupted, *slow), env=environment(),
                                cwd=interrupted.parent, stdout=log, stderr=subprocess.STDOUT)
     target = STEPS_PER_EPOCH + 2  # two steps into the second epoch
-    deadline = time.monotonic() + 900
-    try:
-        while _last_step(interrupted) < target:
-            assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the run never reached the target step"
+
+    def kill_when_due() -> None:  # a watcher thread, while this one trains the reference
+        deadline = time.monotonic() + 1800
+        while process.poll() is None and time.monotonic() < deadline:
+            if _last_step(interrupted) >= target:
+                process.send_signal(signal.SIGKILL)
+                return
             time.sleep(0.1)
-        process.send_signal(signal.SIGKILL)
+
+    watcher = threading.Thread(target=kill_when_due, daemon=True)
+    watcher.start()
+    try:
+        run_lightning(fit_command(digits, reference)[3:])  # the uninterrupted run
+        watcher.join(timeout=1800)
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
         log.close()
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     killed_at = _last_step(interrupted)
     assert killed_at % STEPS_PER_EPOCH != 0, "the kill must land mid-epoch"
 
-    result = run_fit(digits, interrupted, "--ckpt_path", "last")
-    assert "resuming from" in result.stderr
+    capsys.readouterr()
+    run_lightning(fit_command(digits, interrupted, "--ckpt_path", "last")[3:])
+    assert "resuming from" in capsys.readouterr().err
     assert final_metrics(interrupted) == final_metrics(reference)
     weights_ref, weights_int = final_weights(reference), final_weights(interrupted)
     assert all(torch.equal(weights_ref[k], weights_int[k]) for k in weights_ref)
