@@ -43,7 +43,8 @@ def test_image_modality_is_registered_with_hymenoptera_default():
     cls = plugins.modalities().get("image")
     assert cls is ImageAdapter
     assert cls.default_dataset == "hymenoptera"
-    assert cls.decode_varies_in_training and cls.fixed_shape
+    assert cls.fixed_shape and ImageAdapter().decode_varies_in_training
+    assert not ImageAdapter(augment=False).decode_varies_in_training
     assert "hymenoptera" in plugins.datasets().names()
 
 

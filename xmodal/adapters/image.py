@@ -59,6 +59,9 @@ class ImageAdapter(ModalityAdapter):
         interpolation: resampling filter: ``bicubic``, ``bilinear`` or ``nearest``.
         mean: per-channel mean for normalisation (``None``: the backbone's).
         std: per-channel standard deviation (``None``: the backbone's).
+        augment: random training views (crop, flip, jitter, RandAugment). ``False``
+            trains on the evaluation view, which is then decoded once and cached, and
+            lets a frozen backbone prefix be computed once (the feature cache).
         crop_scale: area range ``[min, max]`` of the training random resized crop.
         hflip: probability of a horizontal flip in training.
         color_jitter: brightness, contrast and saturation jitter strength in training
@@ -74,7 +77,6 @@ class ImageAdapter(ModalityAdapter):
     name = "image"
     default_dataset = "hymenoptera"
     fixed_shape = True
-    decode_varies_in_training = True
     #: Settings that change ``decode``'s output; the others only affect training.
     decode_settings: ClassVar[tuple[str, ...]] = (
         "image_size", "crop_pct", "interpolation", "max_pixels", "min_size",
@@ -88,6 +90,7 @@ class ImageAdapter(ModalityAdapter):
         interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic",
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        augment: bool = True,
         crop_scale: list[float] = (0.08, 1.0),
         hflip: float = 0.5,
         color_jitter: float = 0.4,
@@ -119,6 +122,7 @@ class ImageAdapter(ModalityAdapter):
         self.interpolation = interpolation
         self.mean = [float(v) for v in mean] if mean is not None else None
         self.std = [float(v) for v in std] if std is not None else None
+        self.augment = bool(augment)
         self.crop_scale = crop_scale
         self.hflip = float(hflip)
         self.color_jitter = float(color_jitter)
@@ -126,6 +130,11 @@ class ImageAdapter(ModalityAdapter):
         self.max_pixels = int(max_pixels)
         self.min_size = int(min_size)
         self._train_transform: Callable[[Image.Image], Image.Image] | None = None
+
+    @property
+    def decode_varies_in_training(self) -> bool:  # type: ignore[override]
+        """Training views are random unless ``augment`` is off."""
+        return self.augment
 
     @property
     def resize_size(self) -> int:
@@ -155,6 +164,8 @@ class ImageAdapter(ModalityAdapter):
 
     def decode_train(self, source: Any) -> torch.Tensor:
         """Training view: random resized crop, flip, colour jitter, RandAugment."""
+        if not self.augment:
+            return self.decode(source)
         # Keep enough resolution for the smallest crop before JPEG draft scaling.
         draft = int(math.ceil(self.crop_size / math.sqrt(self.crop_scale[0])))
         image = read_image(source, self.max_pixels, self.min_size, draft=draft)
