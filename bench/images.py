@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return {
             "dataset": "hymenoptera val (153 images)",
             "config": str(CONFIG.relative_to(ROOT)),
+            "config_text": CONFIG.read_text(),
             "max_epochs_override": args.max_epochs,
             "seeds_planned": args.seeds,
             "complete": len(runs) == len(args.seeds) and (frozen is not None or args.skip_frozen),
