@@ -290,8 +290,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up batches (GPU 5, CPU 1)")
     parser.add_argument("--freeze", nargs="*", default=["none", "half", "all"])
     parser.add_argument("--pipelines", nargs="*", default=["raw", "naive", "xmodal"])
-    parser.add_argument("--naive-workers", type=int, default=None,
-                        help="DataLoader workers of the naive pipeline (default: xmodal's default)")
+    parser.add_argument("--naive-workers", type=int, default=0,
+                        help="DataLoader workers of the naive pipeline (default 0, DataLoader's own "
+                             "default; -1: xmodal's default)")
     parser.add_argument("--rss-batches", type=int, default=5,
                         help="limit the default FSDD fit to this many batches (0: the full default fit)")
     parser.add_argument("--skip-rss", action="store_true")
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch = args.batch or (128 if gpu else 8)
     measured = args.batches or (20 if gpu else 2)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
-    workers = default_num_workers() if args.naive_workers is None else args.naive_workers
+    workers = default_num_workers() if args.naive_workers < 0 else args.naive_workers
     device_name = torch.cuda.get_device_name(device) if gpu else f"cpu ({os.cpu_count()} cores)"
     stages = backbones.num_stages(backbones.create_backbone(pretrained=False))
     levels = {"none": "none", "half": math.ceil(stages / 2), "all": "all"}
