@@ -110,10 +110,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--print-only", action="store_true", help="print the saved table")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[],
+                        help="also take runs and advice from these result files (parallel runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     runs, advice = load_runs(args.out), previous.get("advice", {})
+    for other in args.merge:
+        extra = json.loads(other.read_text())
+        known = {(r["dataset"], r["strategy"], r["seed"], r["per_class"]) for r in runs}
+        runs += [r for r in extra.get("runs", [])
+                 if (r["dataset"], r["strategy"], r["seed"], r["per_class"]) not in known]
+        advice = {**extra.get("advice", {}), **advice}
     per_class = dict(zip(args.datasets, args.per_class + args.per_class[-1:] * len(args.datasets)))
     settings = {"per_class": per_class, "epochs": args.epochs, "early_stopping_patience": 3,
                 "val_per_class": 5, "test_per_class_max": 50, "lr": 5e-3, "backbone_lr_scale": 0.2, "batch_size": 16,
