@@ -97,7 +97,7 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     datasets = list(result["verdict"])
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(max(7, 5 * len(datasets)), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for kind, style in (("pretrained", "o-"), ("scratch", "s--")):
             rows = [r for r in result["rows"] if r["dataset"] == dataset
@@ -114,7 +114,7 @@ def plot(result: dict, path: Path) -> Path:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Pretrained vs scratch, same budget (xmodal bench/data_efficiency.py)")
+    fig.suptitle("pretrained vs scratch, same step budget")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
