@@ -173,21 +173,28 @@ def main() -> None:
                 "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)),
                 "accs": accs, "seconds": round(time.time() - start, 1),
             }
+            results[name] = {**entry, "complete": False}
+            _write(args.output, results)  # partial results survive an interrupted run
             print(f"{name:10s} {transform:6s} acc {np.mean(accs):.4f} ± {np.std(accs):.4f} "
                   f"({', '.join(f'{a:.3f}' for a in accs)})  {time.time() - start:.0f}s", flush=True)
         best = max(entry["transforms"].items(), key=lambda kv: kv[1]["acc_mean"], default=(None, {}))
         entry["best_transform"] = best[0]
         entry["best_acc"] = best[1].get("acc_mean")
         entry["beats_nn1"] = bool(best[1] and best[1]["acc_mean"] > entry["nn1_acc"])
+        entry["complete"] = True
         results[name] = entry
     print(f"\n{'data set':10s} {'1-NN':>7s} " + " ".join(f"{t:>7s}" for t in args.transforms))
     for name in args.datasets:
         row = results[name]
         print(f"{name:10s} {row['nn1_acc']:7.4f} "
               + " ".join(f"{row['transforms'][t]['acc_mean']:7.4f}" for t in args.transforms))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    _write(args.output, results)
     print(f"wrote {args.output}")
+
+
+def _write(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
