@@ -234,3 +234,9 @@ def test_advise_matrix_cells(per_class, score, stages, final, expected) -> None:
     assert reasons and strategy in STRATEGY_NAMES
     if strategy == "cut_at":
         assert args["cut_stage"] == max(stages, key=stages.get)
+
+
+def test_advise_is_a_registered_command() -> None:
+    assert "advise" in plugins.commands().names()
+    main, help_text = plugins.commands().get("advise")
+    assert callable(main) and "strategy" in help_text
