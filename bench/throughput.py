@@ -314,41 +314,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
+    out = Path(args.output)
+    header = {"device": device_name, "batch_size": batch, "measured_batches": measured,
+              "warmup_batches": warmup, "input": {"seconds": SECONDS, **ADAPTER},
+              "backbone": backbones.DEFAULT_BACKBONE, "naive_num_workers": workers}
+
+    def save(peak: float | None, complete: bool) -> dict[str, Any]:
+        """Written after every measurement, so a run cut short keeps what it measured."""
+        result = {**header, "rows": rows, "peak_rss_mb": peak, **extra, "complete": complete,
+                  "machine_load_1min": os.getloadavg()[0]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return result
+
+    # the CPU acceptance questions first (xmodal vs naive, the feature cache at half),
+    # then the remaining rows, then the default fit's memory
+    order = [(lv, pl_) for lv in ("half", "all", "none") for pl_ in ("naive", "xmodal")] + \
+            [(lv, "raw") for lv in ("half", "all", "none")]
+    todo = [(lv, p) for lv, p in order if lv in args.freeze and p in args.pipelines]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "clips"
         clips = write_clips(root, batch * (warmup + measured))  # one epoch = the measured batches
         cache = Path(tmp) / "cache"
-        for level in args.freeze:
+        for level, pipeline in todo:
             freeze = levels[level]
-            for pipeline in args.pipelines:
-                started = time.perf_counter()
-                info: dict[str, Any] = {}
-                if pipeline == "raw":
-                    rate = run_raw(clips, freeze, device, batch, warmup, measured)
-                elif pipeline == "naive":
-                    rate = run_naive(clips, freeze, device, batch, warmup, measured, workers)
-                    info = {"num_workers": workers}
-                else:
-                    info = run_xmodal(root, cache, freeze, device, batch, warmup, measured)
-                    rate = info.pop("samples_per_s")
-                row = {"device": device_name, "freeze": level, "freeze_stages": freeze,
-                       "pipeline": pipeline, "samples_per_s": round(rate, 2), **info}
-                rows.append(row)
-                print(f"{level:>5} {pipeline:>7}: {rate:9.2f} samples/s  ({time.perf_counter() - started:.0f} s)",
-                      flush=True)
-        if "half" in args.freeze and "xmodal" in args.pipelines:
-            without = run_xmodal(root, cache, levels["half"], device, batch, warmup, measured,
-                                 feature_cache=False)
-            with_row = next(r for r in rows if r["freeze"] == "half" and r["pipeline"] == "xmodal")
-            extra["feature_cache_half"] = {
-                "freeze_stages": levels["half"],
-                "samples_per_s_with": with_row["samples_per_s"],
-                "samples_per_s_without": round(without["samples_per_s"], 2),
-                "speedup": round(with_row["samples_per_s"] / without["samples_per_s"], 2),
-                "epoch_s_with": round(with_row["epoch_s"], 3),
-                "epoch_s_without": round(without["epoch_s"], 3),
-                "build_s_once": round(with_row["feature_cache_build_s"], 2),
-            }
+            started = time.perf_counter()
+            info: dict[str, Any] = {}
+            if pipeline == "raw":
+                rate = run_raw(clips, freeze, device, batch, warmup, measured)
+            elif pipeline == "naive":
+                rate = run_naive(clips, freeze, device, batch, warmup, measured, workers)
+            else:
+                info = run_xmodal(root, cache, freeze, device, batch, warmup, measured)
+                rate = info.pop("samples_per_s")
+            rows.append({"device": device_name, "freeze": level, "freeze_stages": freeze,
+                         "pipeline": pipeline, "samples_per_s": round(rate, 3), **info})
+            print(f"{level:>5} {pipeline:>7}: {rate:9.3f} samples/s  ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
+            save(None, False)
+            if level == "half" and pipeline == "xmodal":
+                without = run_xmodal(root, cache, levels["half"], device, batch, warmup, measured,
+                                     feature_cache=False)
+                with_row = rows[-1]
+                extra["feature_cache_half"] = {
+                    "freeze_stages": levels["half"],
+                    "samples_per_s_with": with_row["samples_per_s"],
+                    "samples_per_s_without": round(without["samples_per_s"], 3),
+                    "speedup": round(with_row["samples_per_s"] / without["samples_per_s"], 2),
+                    "epoch_s_with": round(with_row["epoch_s"], 3),
+                    "epoch_s_without": round(without["epoch_s"], 3),
+                    "build_s_once": round(with_row["feature_cache_build_s"], 2),
+                }
+                print(f"feature cache at half: {extra['feature_cache_half']['speedup']:.2f}x", flush=True)
+                save(None, False)
     peak = None
     if not args.skip_rss:
         rss = default_fit_peak_rss(device, args.rss_batches or None)
@@ -356,13 +374,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra["default_fit"] = rss
 
     print_table(rows, extra, peak)
-    result = {"device": device_name, "batch_size": batch, "measured_batches": measured,
-              "warmup_batches": warmup, "input": {"seconds": SECONDS, **ADAPTER},
-              "backbone": backbones.DEFAULT_BACKBONE, "rows": rows, "peak_rss_mb": peak, **extra,
-              "machine_load_1min": os.getloadavg()[0]}
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    result = save(peak, True)
     print(f"written {out}")
     return result
 
