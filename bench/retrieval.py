@@ -137,11 +137,17 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--latency-n", type=int, default=1_000_000)
     parser.add_argument("--latency-queries", type=int, default=50)
+    parser.add_argument("--no-latency", action="store_true", help="skip the 1M-code latency test")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep other data sets' entries already in the results file")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     bits, k = args.bits, args.k
-    results: dict = {"settings": {**vars(args), "faiss": faiss_available(),
-                                  "backbone": args.backbone or "tf_efficientnet_lite0 (pretrained)"}}
+    settings = {**vars(args), "faiss": faiss_available(),
+                "backbone": args.backbone or "tf_efficientnet_lite0 (pretrained)"}
+    results: dict = {"settings": settings}
+    if args.merge and RESULTS.is_file():
+        results = {**json.loads(RESULTS.read_text()), "settings": settings}
     rows = []
     for dataset in args.datasets:
         train_split, eval_split = DATASETS[dataset]
@@ -178,17 +184,21 @@ def main() -> None:
             "train_items": int(len(y_train)), "eval_items": int(len(y_eval)),
             "bad_inputs_skipped": int(bad_train + bad_eval),
             "train_split": train_split, "eval_split": eval_split,
+            "settings": {"epochs": args.epochs, "seeds": args.seeds, "bits": bits, "k": k,
+                         "train_per_class": args.train_per_class},
         }
         results[dataset] = entry
         rows.append((dataset, entry))
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"latency: {args.latency_n} random {bits}-bit codes, k={k}")
-    backends = (["faiss"] if faiss_available() else []) + ["numpy"]
-    timings = {b: latency(args.latency_n, bits, k, args.latency_queries, b) for b in backends}
-    results["search_ms_1m"] = timings[backends[0]]
-    results["search_ms_1m_by_backend"] = timings
-    RESULTS.write_text(json.dumps(results, indent=2))
+    timings: dict[str, float] = {}
+    if not args.no_latency:
+        print(f"latency: {args.latency_n} random {bits}-bit codes, k={k}")
+        backends = (["faiss"] if faiss_available() else []) + ["numpy"]
+        timings = {b: latency(args.latency_n, bits, k, args.latency_queries, b) for b in backends}
+        results["search_ms_1m"] = timings[backends[0]]
+        results["search_ms_1m_by_backend"] = timings
+        RESULTS.write_text(json.dumps(results, indent=2))
 
     print(f"\n{'data set':<12} {'float':>7} {'learned':>8} {'itq':>7} {'pca':>7} {'random':>7} "
           f"{'learned/float':>13} {'smaller':>8}")
