@@ -19,6 +19,8 @@ from xmodal.data.spec import Item
 from xmodal.errors import BadInputError
 
 BAD = Path(__file__).parent / "data" / "bad" / "images"
+#: the unusable files of tests/data/bad/images (the folder also holds loadable oddities)
+BAD_NAMES = ("truncated.jpg", "empty.jpg", "text_named.jpg", "one_pixel.png", "bomb_20000px.png")
 DATA = Path(os.environ["XMODAL_DATA"]) if os.environ.get("XMODAL_DATA") else None
 
 
@@ -186,7 +188,7 @@ def test_one_pixel_image_is_accepted_when_min_size_allows(tmp_path):
 
 def test_scan_skips_and_reports_every_bad_file(tmp_path):
     good = _photo(tmp_path / "good.jpg")
-    paths = [good, *sorted(p for p in BAD.iterdir() if p.suffix != ".md")]
+    paths = [good, *(BAD / name for name in BAD_NAMES)]
     items = [Item(str(p), 0, str(p)) for p in paths]
     report = BadFiles()
     result = scan(items, ImageAdapter(image_size=16), "skip", report)
@@ -269,3 +271,13 @@ def test_csv_manifest_of_images_with_a_bad_row(tmp_path):
     assert batch["input"].shape == (4, 3, 16, 16) and batch["input"].dtype == torch.uint8
     val = next(iter(data.val_dataloader()))
     assert val["input"].shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["alpha_named.jpg", "cmyk.jpg", "gif_named.jpg", "tiff_named.jpg",
+                                  "webp_named.jpg"])
+def test_other_formats_named_like_a_photo_are_loaded(name):
+    path = BAD / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not in tests/data/bad/images")
+    decoded = ImageAdapter(image_size=16).decode(path)  # the content decides, not the suffix
+    assert decoded.shape == (3, 16, 16) and decoded.dtype == torch.uint8
