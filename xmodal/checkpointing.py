@@ -105,6 +105,8 @@ class ResumeState(Callback):
       training batch after loading, not when the checkpoint is read: the sanity check
       and loader start-up in between draw random numbers a never-interrupted run
       would not have drawn at that point.
+    * The training loader's position inside the epoch is applied before the first
+      resumed batch is drawn (see :mod:`xmodal.data.resume`).
     * Learning rates are re-applied from the restored schedulers at that batch:
       Lightning's ``BaseFinetuning`` (the fine-tuning strategies) restores the
       optimiser's parameter groups as they were at the *first* epoch, which would
@@ -126,6 +128,13 @@ class ResumeState(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = dict(state_dict)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning builds the training loader early (for estimated_stepping_batches) and
+        # then never hands it its saved position; do it before the first batch is drawn.
+        fit_loop = trainer.fit_loop
+        if getattr(fit_loop, "_combined_loader_states_to_load", None):
+            fit_loop._load_combined_loader_states()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
