@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("XMODAL_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("XMODAL_DATA", REPO.parent / "shared" / "data")).resolve()
+if os.environ.get("XMODAL_DATA"):
+    # CI passes a relative path; tests change directories and write manifests elsewhere
+    os.environ["XMODAL_DATA"] = str(DATA)
 
 
 @pytest.fixture(scope="session")
