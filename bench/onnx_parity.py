@@ -71,6 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     results: dict = {"tolerance": TOLERANCE}
+    if RESULTS.is_file():  # keep entries of data sets not run this time
+        results = {**json.loads(RESULTS.read_text()), **results}
     out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="xmodal-onnx-"))
     for dataset in args.datasets:
         checkpoint = getattr(args, f"checkpoint_{dataset}", None)
