@@ -86,7 +86,13 @@ def cache_key(items: Sequence[Item], adapter: ModalityAdapter) -> str:
     return digest.hexdigest()[:24]
 
 
-class _DecodeAll(Dataset):
+class DecodeAll(Dataset):
+    """Decode items in DataLoader workers, returning errors as values that name the item.
+
+    Each element is ``(index, tensor, None)`` or ``(index, None, BadInputError)``, so the
+    bad-file policy is applied in the main process with the file's name intact.
+    """
+
     def __init__(self, items: Sequence[Item], adapter: ModalityAdapter) -> None:
         self.items = items
         self.adapter = adapter
@@ -105,7 +111,8 @@ class _DecodeAll(Dataset):
             return index, None, BadInputError(item.name, reason.strip(), self.adapter.name)
 
 
-def _identity(batch: Any) -> Any:
+def identity_collate(batch: Any) -> Any:
+    """``collate_fn`` for :class:`DecodeAll` with ``batch_size=None`` (no batching)."""
     return batch
 
 
@@ -145,8 +152,8 @@ def scan(
             apply_policy(BadInputError(name, reason, adapter.name), policy, report)
         return ScanResult([item for item, ok in zip(items, good_mask) if ok], array)
 
-    loader = DataLoader(_DecodeAll(items, adapter), batch_size=None, shuffle=False,
-                        num_workers=num_workers, collate_fn=_identity)
+    loader = DataLoader(DecodeAll(items, adapter), batch_size=None, shuffle=False,
+                        num_workers=num_workers, collate_fn=identity_collate)
     decoded: list[Any] = [None] * len(items)
     errors: list[tuple[str, str]] = []
     for index, value, error in loader:

@@ -20,10 +20,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from xmodal.adapters.base import ModalityAdapter, create_adapter
-from xmodal.data.scan import BadFiles, apply_policy
+from xmodal.data.scan import BadFiles, DecodeAll, apply_policy, identity_collate
 from xmodal.data.spec import Item
 from xmodal.errors import BadInputError, ConfigError
 
@@ -173,34 +173,11 @@ def build_embed_model(
 # -- inputs -------------------------------------------------------------------------------
 
 
-class _Decoded(Dataset):
-    def __init__(self, items: Sequence[Item], adapter: ModalityAdapter) -> None:
-        self.items, self.adapter = items, adapter
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[int, Any, BadInputError | None]:
-        item = self.items[index]
-        try:
-            return index, self.adapter.decode(item.source), None
-        except BadInputError as error:
-            return index, None, BadInputError(item.name, error.reason, self.adapter.name)
-        except Exception as error:  # a library failed on odd input: still name the file
-            first = str(error).splitlines()[0] if str(error) else ""
-            return index, None, BadInputError(item.name, f"{type(error).__name__}: {first}",
-                                              self.adapter.name)
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
 def decoded_batches(items: Sequence[Item], adapter: ModalityAdapter, batch_size: int, num_workers: int,
              policy: str, report: BadFiles) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Decoded inputs grouped into batches of equal shape (variable-size modalities too)."""
-    loader = DataLoader(_Decoded(items, adapter), batch_size=None, num_workers=num_workers,
-                        collate_fn=_identity)
+    loader = DataLoader(DecodeAll(items, adapter), batch_size=None, num_workers=num_workers,
+                        collate_fn=identity_collate)
     pending: list[tuple[int, torch.Tensor]] = []
     for index, value, error in loader:
         if error is not None:
