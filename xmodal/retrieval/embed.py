@@ -81,16 +81,19 @@ class Embedder(nn.Module):
 # -- models -------------------------------------------------------------------------------
 
 
-def checkpoint_hparams(checkpoint: str | Path) -> dict[str, Any]:
-    """The hyper-parameters saved in a Lightning checkpoint (tensors only, no code runs)."""
-    path = Path(checkpoint)
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, loaded with ``weights_only`` (no code runs)."""
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} not found")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    return dict(state.get("hyper_parameters") or {})
+
+
+def checkpoint_hparams(checkpoint: str | Path) -> dict[str, Any]:
+    """The hyper-parameters saved in a Lightning checkpoint (tensors only, no code runs)."""
+    return dict(_read_checkpoint(Path(checkpoint)).get("hyper_parameters") or {})
 
 
 def load_task(checkpoint: str | Path) -> Any:
@@ -102,12 +105,7 @@ def load_task(checkpoint: str | Path) -> Any:
     from xmodal import plugins
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    state = _read_checkpoint(path)
     hparams = dict(state.get("hyper_parameters") or {})
     class_path = hparams.get("_class_path", "")
     heads = {name: plugins.heads().get(name) for name in plugins.heads().names()}
