@@ -7,19 +7,14 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-
-from xmodal.commands.retrieval_args import (add_input_options, add_model_options, model_adapter,
+from xmodal.commands.retrieval_args import (input_command_parser, model_adapter, report_skipped,
                                             sources_from_args)
 from xmodal.data.scan import BadFiles
 from xmodal.retrieval.embed import build_embed_model, embed_items, write_embeddings
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="xmodal embed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_input_options(parser)
-    add_model_options(parser)
+    parser = input_command_parser("xmodal embed", __doc__)
     parser.add_argument("-o", "--output", default="embeddings",
                         help="output path without suffix: writes OUTPUT.npy, OUTPUT.csv, OUTPUT.json")
     args = parser.parse_args(argv)
@@ -34,7 +29,5 @@ def main(argv: list[str]) -> int:
                              sources.split, {**model.info, "adapter": model.adapter.config()})
     print(f"embedded {len(items)} input(s) -> {vectors.shape[1]}-d vectors: "
           f"{paths['vectors']} + {paths['manifest']}")
-    if report.rows:
-        bad = report.write(paths["vectors"].with_name(paths["vectors"].stem + "_bad_files.csv"))
-        print(f"skipped {len(report.rows)} unreadable input(s); list in {bad}")
+    report_skipped(report, paths["vectors"])
     return 0

@@ -10,19 +10,14 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-
-from xmodal.commands.retrieval_args import (add_input_options, add_model_options, model_adapter,
+from xmodal.commands.retrieval_args import (input_command_parser, model_adapter, report_skipped,
                                             sources_from_args)
 from xmodal.data.scan import BadFiles
 from xmodal.retrieval.engine import SearchEngine
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="xmodal index", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_input_options(parser)
-    add_model_options(parser)
+    parser = input_command_parser("xmodal index", __doc__)
     parser.add_argument("--bits", type=int, default=64, help="bits of untrained projection codes")
     parser.add_argument("--projection", default="itq", choices=("itq", "pca", "random"),
                         help="projection for untrained codes")
@@ -43,7 +38,5 @@ def main(argv: list[str]) -> int:
     index = engine.index
     print(f"indexed {len(index)} item(s): {index.bits}-bit {index.meta['codes']} codes, "
           f"{index.nbytes()} bytes of codes -> {path}")
-    if report.rows:
-        bad = report.write(path.with_name(path.stem + "_bad_files.csv"))
-        print(f"skipped {len(report.rows)} unreadable input(s); list in {bad}")
+    report_skipped(report, path)
     return 0

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from xmodal.errors import ConfigError
 from xmodal.retrieval.embed import LAYER_HELP
 from xmodal.retrieval.sources import SPLITS, Sources, from_dataset, from_paths
+
+if TYPE_CHECKING:
+    from xmodal.data.scan import BadFiles
+
+
+def input_command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The parser every command that reads inputs through a model starts from."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_input_options(parser)
+    add_model_options(parser)
+    return parser
+
+
+def report_skipped(report: "BadFiles", beside: Path) -> None:
+    """Write the skipped inputs next to the command's output and say where they are."""
+    if report.rows:
+        listing = report.write(beside.with_name(beside.stem + "_bad_files.csv"))
+        print(f"skipped {len(report.rows)} unreadable input(s); list in {listing}")
 
 
 def add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> None:
