@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
-from xmodal.checkpointing import AtomicCheckpointIO, atomic_torch_save, find_last_checkpoint
+from xmodal.checkpointing import (AtomicCheckpointIO, BestCheckpoint, ResumeState, atomic_torch_save,
+                                  find_last_checkpoint)
 from xmodal.data.resume import ResumableLoader, ResumableSampler
 
 
@@ -74,6 +78,73 @@ def test_loader_resumes_mid_epoch() -> None:
     assert [batch.tolist() for batch in fresh] == full[2:]
     assert [batch.tolist() for batch in fresh] == full  # the next pass is a whole epoch
     assert len(fresh) == 5
+
+
+def test_a_saved_position_applies_to_its_own_epoch_only() -> None:
+    data = list(range(20))
+
+    def batches(loader: ResumableLoader) -> list[list[int]]:
+        return [batch.tolist() for batch in loader]
+
+    reference = ResumableLoader(data, batch_size=4, sampler=ResumableSampler(20, seed=5))
+    reference.sampler.set_epoch(2)
+    epoch_2 = batches(reference)
+    loader = ResumableLoader(data, batch_size=4, sampler=ResumableSampler(20, seed=5))
+    loader.load_state_dict({"epoch": 1, "batches": 2})
+    loader.sampler.set_epoch(2)  # the saved epoch is not the one that runs: start at its beginning
+    assert batches(loader) == epoch_2
+    loader.load_state_dict({"epoch": 2, "batches": 5})  # a complete epoch: nothing to skip
+    assert batches(loader) == epoch_2
+
+
+def test_a_loader_whose_worker_prefetched_restarts_at_the_saved_position() -> None:
+    """What ``ResumeState`` does: the iterator made before the checkpoint was read has a
+    worker prefetching epoch 0 from its start; the state is applied and the loader
+    iterated afresh."""
+    data = list(range(20))
+    reference = ResumableLoader(data, batch_size=4, sampler=ResumableSampler(20, seed=5))
+    reference.sampler.set_epoch(1)
+    expected = [batch.tolist() for batch in reference][2:]
+    loader = ResumableLoader(data, batch_size=4, sampler=ResumableSampler(20, seed=5),
+                             num_workers=1, persistent_workers=True)
+    iter(loader)  # Lightning's early iterator (estimated_stepping_batches)
+    loader.load_state_dict({"epoch": 1, "batches": 2})
+    assert [batch.tolist() for batch in loader] == expected
+
+
+def test_rng_states_survive_a_weights_only_checkpoint(tmp_path) -> None:
+    callback = ResumeState()
+    atomic_torch_save({"state": callback.state_dict()}, tmp_path / "last.ckpt")
+    draws = torch.rand(3), np.random.rand(3), random.random()
+    torch.manual_seed(123)  # what happens between the load and the first resumed batch
+    np.random.seed(123)
+    random.seed(123)
+    resumed = ResumeState()
+    resumed.load_state_dict(torch.load(tmp_path / "last.ckpt", weights_only=True)["state"])
+    trainer = SimpleNamespace(fit_loop=SimpleNamespace(_combined_loader=None), lr_scheduler_configs=[])
+    resumed.on_train_start(trainer, None)
+    again = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def test_best_checkpoint_keeps_the_best_of_the_run_it_resumes(tmp_path) -> None:
+    """A resumed run logs to a new version folder; the best score and file stay known."""
+    old_dir, new_dir = tmp_path / "version_0", tmp_path / "version_1"
+    old_dir.mkdir()
+    best = old_dir / "best-epoch=00.ckpt"
+    best.write_bytes(b"x")
+    saved = BestCheckpoint(monitor="val/acc", mode="max", dirpath=str(old_dir))
+    saved.best_model_path, saved.best_model_score = str(best), torch.tensor(0.75)
+    saved.best_k_models, saved.kth_best_model_path, saved.kth_value = (
+        {str(best): torch.tensor(0.75)}, str(best), torch.tensor(0.75))
+    resumed = BestCheckpoint(monitor="val/acc", mode="max", dirpath=str(new_dir))
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.best_model_path == str(best) and float(resumed.best_model_score) == 0.75
+    assert list(resumed.best_k_models) == [str(best)]
+    best.unlink()  # the earlier run's best file is gone: nothing to compare against
+    forgotten = BestCheckpoint(monitor="val/acc", mode="max", dirpath=str(new_dir))
+    forgotten.load_state_dict(saved.state_dict())
+    assert forgotten.best_model_score is None and forgotten.best_k_models == {}
 
 
 def test_find_last_checkpoint_takes_the_newest_run(tmp_path) -> None:

@@ -3,12 +3,15 @@
 * :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file in the same
   folder, fsyncs it and renames it over the target: a run killed mid-write leaves the
   previous ``last.ckpt`` intact, never a truncated one.
+* :class:`BestCheckpoint` keeps the best score and files of the run it resumes.
 * :class:`LastCheckpoint` refreshes ``last.ckpt`` every N training steps, so a killed
   run loses at most N steps.
-* :class:`ResumeState` saves the global RNG states (torch, numpy, random) in the
-  checkpoint and restores them (and the schedulers' learning rates) right before the
-  first resumed batch, so a resumed run draws the same dropout and augmentation masks
-  and steps with the same learning rates as an uninterrupted one.
+* :class:`ResumeState` saves the global RNG states (torch, CUDA, numpy, random) in
+  the checkpoint and, when training resumes, restores them, moves the training
+  loader to its saved position inside the epoch and re-applies the schedulers'
+  learning rates, all before the first resumed batch is fetched, so a resumed run
+  sees the same batches, draws the same dropout and augmentation masks and steps
+  with the same learning rates as an uninterrupted one.
 * :func:`find_last_checkpoint` makes ``--ckpt_path last`` find the newest ``last.ckpt``
   of earlier runs (each run logs to a new ``version_N`` folder).
 * :func:`check_checkpoint` loads a checkpoint with ``weights_only=True`` before
@@ -97,20 +100,62 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(monitor=None, save_top_k=0, save_last=True, enable_version_counter=False,
                          every_n_train_steps=max(0, every_n_train_steps) or None)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("dirpath", self.dirpath) != self.dirpath:
+            return  # a resumed run writes its own last.ckpt in its new folder: nothing to keep
+        super().load_state_dict(state_dict)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that remembers the earlier run's best checkpoints after a resume.
+
+    A resumed run logs to a new ``version_N`` folder; Lightning's ``ModelCheckpoint``
+    then forgets the best score and the top-k files (it keeps only
+    ``best_model_path``), so the first validation after the resume always became the
+    new "best", whatever its score. This one keeps them, so the resumed run picks the
+    same best checkpoint as an uninterrupted run. Files of the earlier folder are never
+    deleted (Lightning removes only files inside its own ``dirpath``).
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath", self.dirpath)
+        if saved_dir == self.dirpath or state_dict.get("monitor") != self.monitor:
+            super().load_state_dict(state_dict)
+            return
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_model_path = state_dict["best_model_path"]
+        self.best_k_models = {path: score for path, score in state_dict.get("best_k_models", {}).items()
+                              if Path(path).is_file()}
+        if self.best_model_path and self.best_model_path not in self.best_k_models:
+            self.best_model_score = None  # the file is gone: nothing to compare against
+            self.best_model_path = ""
+        if self.best_k_models:
+            self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+            self.kth_value = state_dict.get("kth_value", self.kth_value)
+
 
 class ResumeState(Callback):
     """Make a resumed run continue exactly where the saved one was.
 
-    * Global RNG states are saved with each checkpoint and restored at the first
-      training batch after loading, not when the checkpoint is read: the sanity check
-      and loader start-up in between draw random numbers a never-interrupted run
-      would not have drawn at that point.
-    * The training loader's position inside the epoch is applied before the first
-      resumed batch is drawn (see :mod:`xmodal.data.resume`).
-    * Learning rates are re-applied from the restored schedulers at that batch:
-      Lightning's ``BaseFinetuning`` (the fine-tuning strategies) restores the
-      optimiser's parameter groups as they were at the *first* epoch, which would
-      train the first resumed step with a stale learning rate.
+    Everything happens in ``on_train_start``: after Lightning has restored the
+    model, optimiser, schedulers and loops and run its sanity check, and before the
+    first resumed batch is *fetched* (a batch is fetched before ``on_train_batch_start``,
+    and decoding it may draw random numbers).
+
+    * The training loader's saved position inside the epoch is applied and its
+      iterator created afresh (see :mod:`xmodal.data.resume`). Lightning would never
+      apply it itself: ``configure_optimizers`` asks for
+      ``trainer.estimated_stepping_batches``, which builds the training loader
+      before the checkpoint's loop state is read, and a run restarted mid-epoch gets
+      no ``on_train_epoch_start``. Without this the resumed epoch started over
+      from its first batch.
+    * Global RNG states (torch CPU, CUDA when in use, numpy, random) are saved with
+      each checkpoint and restored here, not when the checkpoint is read: the
+      sanity check in between draws random numbers a never-interrupted run would
+      not have drawn at that point.
+    * Learning rates are re-applied from the restored schedulers, in case a
+      fine-tuning callback (Lightning's ``BaseFinetuning``) replaced the
+      optimiser's parameter groups.
     """
 
     def __init__(self) -> None:
@@ -118,34 +163,30 @@ class ResumeState(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         numpy_state = np.random.get_state()
-        return {
+        state = {
             "torch": torch.get_rng_state(),
             # plain ints and tensors only, so the checkpoint loads with weights_only=True
             "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
                       int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
             "python": _plain_python_state(random.getstate()),
         }
+        # device-side augmentation (SpecAugment masks, time shifts) draws from the CUDA
+        # generators; an uninitialised CUDA has drawn nothing since seed_everything
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = dict(state_dict)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning builds the training loader early (for estimated_stepping_batches) and
-        # then never hands it its saved position; do it before the first batch is drawn.
-        fit_loop = trainer.fit_loop
-        if getattr(fit_loop, "_combined_loader_states_to_load", None):
-            fit_loop._load_combined_loader_states()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
         state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
+        _position_training_loader(trainer)
+        # after the loader: a loader without its own generator draws its seed from
+        # the global RNG when its iterator is created
+        _set_rng_states(state)
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             rates = getattr(scheduler, "_last_lr", None)
@@ -153,6 +194,33 @@ class ResumeState(Callback):
             if rates is not None and len(rates) == len(groups):
                 for group, rate in zip(groups, rates):
                     group["lr"] = rate
+
+
+def _position_training_loader(trainer: pl.Trainer) -> None:
+    """Apply the saved loader state of a run restarted mid-epoch, then restart its iterator."""
+    fit_loop = trainer.fit_loop
+    fetcher = getattr(fit_loop, "_data_fetcher", None)
+    if fit_loop._combined_loader is None or fetcher is None:
+        return
+    if not fit_loop.restarted_mid_epoch or fit_loop.epoch_loop.batch_progress.is_last_batch:
+        return  # resuming at an epoch boundary: the next epoch starts at its first batch
+    if not fit_loop._combined_loader_states_to_load:
+        return
+    fit_loop._load_combined_loader_states()
+    # the iterator made before the checkpoint was read may have prefetched (workers)
+    # from the start of the epoch; the new one starts at the saved position
+    iter(fetcher)
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _plain_python_state(state: tuple) -> list[Any]:

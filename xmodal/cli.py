@@ -12,13 +12,13 @@ import os
 import sys
 from typing import Any, Optional
 
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.cli import LightningCLI
 
 from xmodal import plugins
 from xmodal.callbacks import PredictionCSVWriter
-from xmodal.checkpointing import (AtomicCheckpointIO, LastCheckpoint, ResumeState, check_checkpoint,
-                                  find_last_checkpoint)
+from xmodal.checkpointing import (AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, ResumeState,
+                                  check_checkpoint, find_last_checkpoint)
 from xmodal.data.datamodule import XModalDataModule
 from xmodal.errors import XModalError, unwrap
 from xmodal.tasks.base import BaseTask
@@ -128,8 +128,8 @@ def trainer_defaults() -> dict[str, Any]:
         "default_root_dir": "xmodal_runs",
         "log_every_n_steps": 10,
         "callbacks": [
-            ModelCheckpoint(monitor="val/acc", mode="max", save_last=True,
-                            filename="best-{epoch:02d}", enable_version_counter=False),
+            BestCheckpoint(monitor="val/acc", mode="max", save_last=True,
+                           filename="best-{epoch:02d}", enable_version_counter=False),
             EarlyStopping(monitor="val/acc", mode="max", patience=5),
             PredictionCSVWriter(),
             ResumeState(),

@@ -21,6 +21,7 @@ Use from Python::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -116,6 +117,12 @@ class Strategy(BaseFinetuning):
             pl.utilities.rank_zero_info(
                 f"{self.name}: epoch {epoch}: {groups - frozen} of {groups} backbone groups trainable"
             )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch, so
+        # apply its freezing here (a no-op for a fresh run: epoch 0 is applied already).
+        if trainer.optimizers:
+            self.finetune_function(pl_module, trainer.current_epoch, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
@@ -365,11 +372,34 @@ class RestoreBest(Callback):
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._best_state is None and self.best_epoch is not None:
+            self._best_state = self._saved_best(trainer)  # the best epoch came before a resume
         if self._best_state is None:
             return
         pl_module.load_state_dict(self._best_state)
         pl.utilities.rank_zero_info(
             f"restored the weights of epoch {self.best_epoch} ({self.monitor}={self.best_score:.4f})")
+
+    def _saved_best(self, trainer: pl.Trainer) -> dict[str, torch.Tensor] | None:
+        """The best epoch's weights from a checkpoint callback that tracks the same metric.
+
+        A resumed run knows the best score and epoch (saved in the checkpoint) but not
+        the weights, which were only in the killed process's memory; the best checkpoint
+        of a ``ModelCheckpoint`` with the same ``monitor`` and ``mode`` holds them.
+        """
+        for callback in trainer.checkpoint_callbacks:
+            path = getattr(callback, "best_model_path", "")
+            same = (getattr(callback, "monitor", None), getattr(callback, "mode", None)) == (self.monitor,
+                                                                                           self.mode)
+            if not same or not path or not Path(path).is_file():
+                continue
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            if checkpoint.get("epoch") == self.best_epoch and "state_dict" in checkpoint:
+                return checkpoint["state_dict"]
+        pl.utilities.rank_zero_warn(
+            f"the weights of the best epoch ({self.best_epoch}, before the resume) are not in a "
+            f"checkpoint that tracks {self.monitor}; keeping the last weights")
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch}

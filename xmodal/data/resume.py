@@ -28,11 +28,25 @@ class ResumableSampler(Sampler[int]):
         self.size = size
         self.seed = seed
         self.epoch = 0
-        self.skip = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples to skip)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
         self.epoch = epoch
+
+    def resume(self, epoch: int, skip: int) -> None:
+        """Start the next pass ``skip`` samples into ``epoch``'s order.
+
+        The skip is tied to its epoch: a pass over any other epoch (the saved epoch
+        was already complete, say) starts at the beginning.
+        """
+        self.epoch = epoch
+        self._resume = (epoch, skip)
+
+    @property
+    def skip(self) -> int:
+        """Samples the next pass leaves out (0 unless a resume is pending)."""
+        return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
 
     def order(self) -> list[int]:
         """This epoch's full order of sample indices."""
@@ -41,7 +55,7 @@ class ResumableSampler(Sampler[int]):
         return torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        skip, self.skip = self.skip, 0  # only the first pass after a resume starts late
+        skip, self._resume = self.skip, None  # only the first pass after a resume starts late
         yield from self.order()[skip:]
 
     def __len__(self) -> int:
@@ -64,6 +78,8 @@ class ResumableLoader(DataLoader):
         return {"epoch": getattr(self.sampler, "epoch", 0), "batches": batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if isinstance(self.sampler, ResumableSampler):
-            self.sampler.set_epoch(int(state.get("epoch", 0)))
-            self.sampler.skip = int(state.get("batches", 0)) * int(self.batch_size or 1)
+        if not isinstance(self.sampler, ResumableSampler):
+            return
+        batches = int(state.get("batches", 0))
+        if 0 < batches < len(self):  # a complete epoch resumes at the next one's start
+            self.sampler.resume(int(state.get("epoch", 0)), batches * int(self.batch_size or 1))
