@@ -16,7 +16,8 @@ Usage::
 
 Writes ``bench/results/data_efficiency.json`` (``rows``: ``dataset``, ``strategy``,
 ``per_class`` (``null`` = all), ``acc_mean``, ``train_seconds``; ``runs``; ``settings``;
-``verdict``) and ``bench/results/data_efficiency.png``; resumes an interrupted run.
+``verdict``) and ``bench/results/data_efficiency.png`` (with ``--out X.json``: ``X.png``
+beside it); resumes an interrupted run.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runs = load_runs(args.out)
+    plot_path = PLOT if args.out == RESULTS else args.out.with_suffix(".png")  # beside the JSON
     sizes = [None if s == "all" else int(s) for s in args.sizes]
     settings = {"epochs_cap": args.epochs, "max_steps": args.max_steps, "early_stopping_patience": args.patience,
                 "val_per_class": 5, "test_per_class_max": 50, "lr": 5e-3, "backbone_lr_scale": 0.2, "batch_size": 16,
@@ -156,10 +158,10 @@ def main() -> None:
                         print(f"[{started}] {dataset:<12} {str(size or 'all'):>4}/class {strategy:<13} seed {seed}: "
                               f"acc {run['acc']:.3f} in {run['train_seconds']:.0f}s", flush=True)
                         result = save(args.out, runs, settings)
-                        plot(result, PLOT)
+                        plot(result, plot_path)
     result = save(args.out, runs, settings)
     print_table(result)
-    print("plot:", plot(result, PLOT))
+    print("plot:", plot(result, plot_path))
 
 
 if __name__ == "__main__":

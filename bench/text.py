@@ -157,7 +157,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text.json")
     args = parser.parse_args()
     args.freeze = int(args.freeze) if str(args.freeze).isdigit() else args.freeze
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    # OMP_NUM_THREADS (e.g. 1 under a CPU-slot wrapper or the docs test) wins over the default
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(4, os.cpu_count() or 1))))
     root = data_root()
     workdir = Path(tempfile.mkdtemp(prefix="xmodal-bench-text-"))
     results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}

@@ -2,8 +2,10 @@
 
 Blocks of one page run in order in one ``bash -e`` shell (so ``cd`` and files carry
 over, as for a reader following along) inside a scratch folder that links the
-repository's ``xmodal``, ``plugins``, ``configs`` and ``scripts``. A block right after
-``<!-- not-run -->`` is illustrative and skipped. ``pip install`` goes to a scratch
+repository's ``xmodal``, ``plugins``, ``configs``, ``scripts``, ``bench`` and ``tests``.
+A page must leave ``bench/results`` as it is (bench scripts write to ``--out runs/...``).
+A block right after ``<!-- not-run -->`` is illustrative and skipped; it is kept only
+beside a runnable, test-sized version of the same command. ``pip install`` goes to a scratch
 ``--target`` (``PIP_TARGET``) that is put on ``PYTHONPATH``, never into the
 environment running the tests, and offline (``PIP_NO_INDEX``).
 """
@@ -20,10 +22,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-LINKED = ("xmodal", "plugins", "configs", "scripts", "pyproject.toml")
+LINKED = ("xmodal", "plugins", "configs", "scripts", "bench", "tests", "pyproject.toml")
+RESULTS = ROOT / "bench" / "results"
 BLOCK = re.compile(r"(<!-- not-run -->\s*\n)?```bash\n(.*?)```", re.S)
 #: pages written by others whose ```bash blocks are not yet cut down to test size
-NOT_YET_EXECUTABLE = {"images.md", "text.md", "retrieval.md", "strategies.md"}
+NOT_YET_EXECUTABLE = {"images.md", "retrieval.md"}
 
 
 def bash_blocks(page: Path) -> list[str]:
@@ -73,8 +76,16 @@ def test_doc_commands_run(page, tmp_path):
     }
     env.pop("XMODAL_LOAD_PLUGINS", None)
     script = "set -euo pipefail\n" + "\n".join(bash_blocks(page))
+    results_before = results_state()
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=1500)
     assert result.returncode == 0, (
         f"{page.name}: a command failed\n--- stdout\n{result.stdout[-3000:]}\n"
         f"--- stderr\n{result.stderr[-3000:]}")
+    changed = {name for name, state in results_state().items() if results_before.get(name) != state}
+    assert not changed, f"{page.name} wrote measured results: {sorted(changed)}"
+
+
+def results_state() -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file in ``bench/results``."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in RESULTS.glob("*") if p.is_file()}
