@@ -41,6 +41,13 @@ def test_unknown_modality_and_setting_exit_cleanly(capsys, tmp_path) -> None:
     assert "unknown audio adapter setting(s) n_mel" in capsys.readouterr().err
 
 
+def test_test_report_leaves_out_metrics_the_task_does_not_log() -> None:
+    from xmodal.cli import format_test_report
+
+    assert format_test_report({"test/acc": 0.5, "test/f1": 0.25}) == "test accuracy: 0.5000  macro-F1: 0.2500"
+    assert format_test_report({"test/acc": 0.75, "test/loss": 1.0}) == "test accuracy: 0.7500"  # hashing: no F1
+
+
 def test_fit_then_predict_on_fsdd(tmp_path, data_root, capsys) -> None:
     runs = tmp_path / "runs"
     assert main(["fit", "--modality", "audio", "--data.root", str(data_root),

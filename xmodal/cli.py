@@ -117,9 +117,14 @@ class XModalCLI(LightningCLI):
                                     verbose=False)
         self.test_results = results[0] if results else {}
         if results and self.trainer.is_global_zero:
-            metrics = results[0]
-            print(f"test accuracy: {metrics.get('test/acc', float('nan')):.4f}  "
-                  f"macro-F1: {metrics.get('test/f1', float('nan')):.4f}")
+            print(format_test_report(results[0]))
+
+
+def format_test_report(metrics: dict[str, Any]) -> str:
+    """The one-line test report after fit, of the metrics the task logged (a hashing
+    task has no macro-F1: it is left out rather than printed as nan)."""
+    names = (("test/acc", "test accuracy"), ("test/f1", "macro-F1"))
+    return "  ".join(f"{label}: {float(metrics[key]):.4f}" for key, label in names if key in metrics)
 
 
 def trainer_defaults() -> dict[str, Any]:
