@@ -11,7 +11,8 @@ import torch
 
 from xmodal.errors import BadInputError
 from xmodal_timeseries import plugin
-from xmodal_timeseries.adapter import TimeSeriesAdapter, gramian_angular_field, recurrence_plot
+from xmodal_timeseries.adapter import (TimeSeriesAdapter, gramian_angular_field, line_plot,
+                                       recurrence_plot)
 from xmodal_timeseries.datasets import ucr
 from xmodal_timeseries.tsfile import read_ts
 
@@ -45,7 +46,7 @@ def test_not_a_ts_file(tmp_path):
         read_ts(path)
 
 
-@pytest.mark.parametrize("transform", ["cwt", "gaf", "rp", "stack"])
+@pytest.mark.parametrize("transform", ["cwt", "gaf", "rp", "line", "stack"])
 def test_every_transform_gives_standardised_images(transform):
     adapter = TimeSeriesAdapter(transform=transform, length=64, image_size=32, n_scales=16)
     series = [np.sin(np.linspace(0, f, 100)) for f in (3, 9)]
@@ -55,8 +56,54 @@ def test_every_transform_gives_standardised_images(transform):
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     assert images.mean(dim=(2, 3)).abs().max() < 1e-4
     assert not torch.allclose(images[0], images[1])  # different series, different images
-    augmented = adapter.train_augment()(images)
-    assert augmented.shape == images.shape and not torch.allclose(augmented, images)
+    augmented = torch.stack([adapter.decode_train(s) for s in series])
+    assert augmented.shape == batch.shape and not torch.allclose(augmented, batch)
+    assert adapter.decode_varies_in_training and adapter.train_augment() is None
+
+
+def test_stack_channels_are_configurable():
+    adapter = TimeSeriesAdapter(transform="stack", channels=["rp", "gaf", "line"], length=32, image_size=16)
+    decoded = adapter.decode(np.cos(np.linspace(0, 5, 50)))
+    assert decoded.shape == (32,)  # no scalogram to compute
+    image = adapter.device_transform({})(decoded[None])[0]
+    torch.testing.assert_close(image[0], TimeSeriesAdapter(transform="rp", length=32, image_size=16)
+                               .device_transform({})(decoded[None])[0, 0])
+    with pytest.raises(ValueError, match="channels must be three"):
+        TimeSeriesAdapter(transform="stack", channels=["rp", "fft", "gaf"])
+
+
+def test_line_plot_draws_the_series():
+    ramp = torch.linspace(0, 1, 50)[None]
+    image = line_plot(ramp, 10)[0]
+    assert image.shape == (10, 10) and image.max() <= 1
+    # a rising line: bright on the anti-diagonal (row 0 is the top), dark far from it
+    assert image[9, 0] > 0.5 and image[0, 9] > 0.5 and image[5, 4] > 0.5
+    assert image[0, 0] < 1e-3 and image[9, 9] < 1e-3
+    # a steep jump stays connected: every row of the column holding it is lit
+    step = torch.cat([torch.zeros(25), torch.ones(25)])[None]
+    assert (line_plot(step, 10)[0].amax(dim=1) > 0.5).all()
+
+
+def test_augmentation_roll_flip_and_test_views():
+    series = np.arange(40.0)
+    adapter = TimeSeriesAdapter(transform="rp", length=40, crop_scale=1.0, roll=1.0, znorm=False)
+    rng = np.random.default_rng(0)
+    rolled = adapter.augmented(series, rng)
+    assert sorted(np.round(rolled).tolist()) == series.tolist() and not np.allclose(rolled, series)
+    flipped = TimeSeriesAdapter(length=40, crop_scale=1.0, flip=1.0).augmented(series, rng)
+    np.testing.assert_allclose(flipped, series[::-1])
+    window = TimeSeriesAdapter(length=40, crop_scale=0.5).augmented(series, rng)
+    assert np.all(np.diff(window) > 0) and window.max() - window.min() < 39 + 1e-9
+    warped = TimeSeriesAdapter(length=40, crop_scale=1.0, warp=0.5).augmented(series, rng)
+    assert np.all(np.diff(warped) >= 0) and warped[0] == 0 and warped[-1] == 39
+    views = TimeSeriesAdapter(transform="rp", length=40, roll=1.0, flip=0.5, znorm=False).test_views(series, 4)
+    assert len(views) == 8 and torch.equal(views[0], torch.arange(40.0))
+    torch.testing.assert_close(views[4], torch.arange(40.0).flip(0))
+    assert len(TimeSeriesAdapter(crop_scale=0.8).test_views(series, 4)) == 5
+    assert len(TimeSeriesAdapter(augment=False, roll=1.0).test_views(series, 4)) == 1
+    off = TimeSeriesAdapter(augment=False)
+    torch.testing.assert_close(off.decode_train(series), off.decode(series))
+    assert not off.decode_varies_in_training
 
 
 def test_gaf_and_rp_definitions():
