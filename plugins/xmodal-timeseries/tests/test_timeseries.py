@@ -106,6 +106,17 @@ def test_augmentation_roll_flip_and_test_views():
     assert not off.decode_varies_in_training
 
 
+@pytest.mark.parametrize("wavelet", ["cmor1.5-1.0", "morl", "mexh"])
+def test_scalogram_equals_pywavelets(wavelet):
+    import pywt
+
+    series = np.random.default_rng(0).normal(size=96)
+    adapter = TimeSeriesAdapter(transform="cwt", length=96, n_scales=20, wavelet=wavelet)
+    scales = np.geomspace(1.0, 96 / 4, 20)
+    expected, _ = pywt.cwt(series, scales, wavelet, method="fft")
+    np.testing.assert_allclose(adapter.scalogram(series), np.abs(expected), atol=1e-12)
+
+
 def test_gaf_and_rp_definitions():
     x = torch.tensor([[0.0, 1.0, 2.0, 4.0]])
     gasf = gramian_angular_field(x)
