@@ -12,6 +12,8 @@ Usage::
 
     XMODAL_DATA=../shared/data nice -n 10 .venv/bin/python bench/images.py
     ... bench/images.py --seeds 0 --max-epochs 2   # a quicker, smaller run
+    ... bench/images.py --seeds 0 --max-epochs 1 --per-class 4 --image-size 64 --output runs/images.json
+                                                   # a smoke run (the docs' test)
 
 Writes ``bench/results/images.json`` (``xmodal_acc_mean``, ``frozen_logreg_acc``, ...).
 """
@@ -37,7 +39,7 @@ RESULTS = ROOT / "bench" / "results" / "images.json"
 TARGET = 0.96
 
 
-def frozen_logreg(batch_size: int = 32) -> dict:
+def frozen_logreg(batch_size: int = 32, per_class: int | None = None, image_size: int | None = None) -> dict:
     """Pretrained backbone features (eval view) + sklearn LogisticRegression."""
     import yaml
     from sklearn.linear_model import LogisticRegression
@@ -47,9 +49,13 @@ def frozen_logreg(batch_size: int = 32) -> dict:
     from xmodal.data.paths import data_root
 
     config = yaml.safe_load(CONFIG.read_text())
-    adapter_settings = config["data"].get("adapter", {})
+    adapter_settings = {**config["data"].get("adapter", {}), **({"image_size": image_size} if image_size else {})}
     backbone_name = config["model"]["init_args"].get("backbone", backbones.DEFAULT_BACKBONE)
     spec = plugins.datasets().get("hymenoptera")(data_root())
+    if per_class:
+        from xmodal.data.spec import per_class_subset
+
+        spec.train = per_class_subset(spec.train, per_class, 0)
     adapter = create_adapter({"modality": "image", **adapter_settings})
     backbone = backbones.create_backbone(backbone_name).eval()
     transform = adapter.device_transform(backbones.data_config(backbone))
@@ -71,7 +77,8 @@ def frozen_logreg(batch_size: int = 32) -> dict:
             "train": len(y_train), "val": len(y_val)}
 
 
-def xmodal_fit(seed: int, max_epochs: int | None, workdir: Path) -> dict:
+def xmodal_fit(seed: int, max_epochs: int | None, workdir: Path, per_class: int | None = None,
+               image_size: int | None = None) -> dict:
     """Fit the default image config with one seed; val accuracy of the final weights."""
     from xmodal.cli import run_lightning
 
@@ -79,6 +86,10 @@ def xmodal_fit(seed: int, max_epochs: int | None, workdir: Path) -> dict:
             "--test_after_fit", "false", "--trainer.default_root_dir", str(workdir / f"seed{seed}"),
             "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
             "--trainer.enable_model_summary", "false"]
+    if per_class:
+        argv += ["--data.per_class", str(per_class)]
+    if image_size:
+        argv += ["--data.adapter.image_size", str(image_size)]
     if max_epochs is None:
         import yaml
 
@@ -102,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="override the config's epochs (smaller runs; reported as such)")
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="train on at most this many images per class (smoke runs; reported as such)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="override the config's image size (smoke runs; reported as such)")
     parser.add_argument("--skip-frozen", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -109,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print("set XMODAL_DATA to the folder holding hymenoptera/ (e.g. ../shared/data)", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    # OMP_NUM_THREADS (e.g. 1 under a CPU-slot wrapper or the docs test) wins over the default
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(4, os.cpu_count() or 1))))
 
     runs: list[dict] = []
     frozen: dict | None = None
@@ -122,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             "config": str(CONFIG.relative_to(ROOT)),
             "config_text": CONFIG.read_text(),
             "max_epochs_override": args.max_epochs,
+            "per_class_override": args.per_class,
+            "image_size_override": args.image_size,
             "seeds_planned": args.seeds,
             "complete": len(runs) == len(args.seeds) and (frozen is not None or args.skip_frozen),
             "xmodal_acc_mean": mean,
@@ -141,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="xmodal-bench-images-") as tmp:
         for seed in args.seeds:
-            run = xmodal_fit(seed, args.max_epochs, Path(tmp))
+            run = xmodal_fit(seed, args.max_epochs, Path(tmp), args.per_class, args.image_size)
             runs.append(run)
             print(f"seed {seed}: val acc {run['acc']:.4f} after {run['epochs']} epochs "
                   f"({run['seconds']:.0f} s)", flush=True)
             save()
     if not args.skip_frozen:
-        frozen = frozen_logreg()
+        frozen = frozen_logreg(per_class=args.per_class, image_size=args.image_size)
         print(f"frozen features + logistic regression: val acc {frozen['acc']:.4f} "
               f"({frozen['seconds']:.0f} s)", flush=True)
         save()

@@ -25,8 +25,6 @@ DOCS = ROOT / "docs"
 LINKED = ("xmodal", "plugins", "configs", "scripts", "bench", "tests", "pyproject.toml")
 RESULTS = ROOT / "bench" / "results"
 BLOCK = re.compile(r"(<!-- not-run -->\s*\n)?```bash\n(.*?)```", re.S)
-#: pages written by others whose ```bash blocks are not yet cut down to test size
-NOT_YET_EXECUTABLE = {"images.md", "retrieval.md"}
 
 
 def bash_blocks(page: Path) -> list[str]:
@@ -56,8 +54,6 @@ def test_every_hook_is_documented():
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_doc_commands_run(page, tmp_path):
-    if page.name in NOT_YET_EXECUTABLE:
-        pytest.skip(f"{page.name}: commands not yet cut down to test size")
     data = os.environ.get("XMODAL_DATA")
     if not data or not Path(data).is_dir():
         pytest.skip("the docs' commands need XMODAL_DATA")
