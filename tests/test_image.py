@@ -249,8 +249,10 @@ def test_preview_writes_the_evaluation_view(tmp_path):
     assert np.array_equal(np.asarray(Image.open(out)), adapter.decode(source).permute(1, 2, 0).numpy())
 
 
-def test_csv_manifest_of_images_with_a_bad_row(tmp_path):
+def test_csv_manifest_of_images_with_a_bad_row(tmp_path, monkeypatch, capsys):
     from xmodal.data.datamodule import XModalDataModule
+
+    monkeypatch.chdir(tmp_path)  # no trainer: bad_files.csv goes to the working folder
 
     rows = ["path,label,split"]
     for i in range(4):
@@ -267,6 +269,9 @@ def test_csv_manifest_of_images_with_a_bad_row(tmp_path):
     assert data.class_names == ["ant", "bee"]
     assert len(data.datasets["train"]) == 6 and len(data.datasets["val"]) == 2
     assert [Path(name).name for name, _ in data.bad_files.rows] == ["text.jpg"]
+    data.report_bad_files()  # as setup does again for the test after fit
+    summaries = [line for line in capsys.readouterr().err.splitlines() if "bad input(s)" in line]
+    assert summaries == [f"xmodal: skipped 1 bad input(s); list in {tmp_path / 'bad_files.csv'}"]
     batch = next(iter(data.train_dataloader()))
     assert batch["input"].shape == (4, 3, 16, 16) and batch["input"].dtype == torch.uint8
     val = next(iter(data.val_dataloader()))

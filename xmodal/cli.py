@@ -92,7 +92,8 @@ class XModalCLI(LightningCLI):
                     print(f"xmodal: no last.ckpt under {root}; starting fresh", file=sys.stderr)
                     config["ckpt_path"] = None
                     return
-                print(f"xmodal: resuming from {found}", file=sys.stderr)
+                verb = "resuming from" if subcommand == "fit" else "using"
+                print(f"xmodal: {verb} {found}", file=sys.stderr)
                 ckpt_path = found
             config["ckpt_path"] = str(check_checkpoint(ckpt_path))
         super()._parse_ckpt_path()

@@ -253,13 +253,20 @@ class XModalDataModule(pl.LightningDataModule):
         return DecodeDataset(result.items, self.adapter, train=split == "train")
 
     def report_bad_files(self) -> Path | None:
-        """Write ``bad_files.csv`` beside the logs and print a one-line summary."""
+        """Write ``bad_files.csv`` beside the logs; say so once per new finding.
+
+        ``setup`` runs again for the test after fit: the file is rewritten there, but
+        the summary line is printed only when the list has grown since the last one.
+        """
         if not self.bad_files.rows:
             return None
         trainer = getattr(self, "trainer", None)
         folder = Path(trainer.log_dir) if trainer is not None and trainer.log_dir else Path.cwd()
         path = self.bad_files.write(folder / "bad_files.csv")
-        print(f"xmodal: skipped {len(self.bad_files.rows)} bad input(s); list in {path}", file=sys.stderr)
+        if len(self.bad_files.rows) > getattr(self, "_bad_rows_reported", 0):
+            print(f"xmodal: skipped {len(self.bad_files.rows)} bad input(s); list in {path}",
+                  file=sys.stderr)
+            self._bad_rows_reported = len(self.bad_files.rows)
         return path
 
     # -- loaders ----------------------------------------------------------------------
