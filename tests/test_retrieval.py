@@ -210,6 +210,46 @@ def test_hashing_head_learns_on_features() -> None:
     assert set(terms) == {"quant", "balance", "cls"}
 
 
+def test_hashing_head_standardises_positive_features() -> None:
+    """Pooled ReLU features share a large positive mean: the head centres them, so a fresh
+    latent layer already splits the items on most bits; without the norm it does not."""
+    from xmodal.tasks.hashing import HashingTask
+
+    balanced = {}
+    for input_norm in (True, False):
+        torch.manual_seed(1)
+        model = HashingTask(backbone="test_efficientnet", pretrained=False, bits=32, class_names=list("ab"),
+                            input_adapter={"modality": "audio", **ADAPTER}, freeze="all", dropout=0.0,
+                            input_norm=input_norm)
+        torch.manual_seed(0)  # all positive, mean far from 0, like post-ReLU6 pools
+        feats = 6.0 + torch.rand(256, model.num_features)
+        head = model.head.train()
+        with torch.no_grad():
+            for _ in range(50):  # the running statistics converge to the data's
+                head(feats)
+            head.eval()
+            on = (head(feats) > 0).float().mean(dim=0)
+            head.train()
+            assert head(feats[:1]).shape == (1, 32)  # one item in training: running statistics
+        balanced[input_norm] = int(((on > 0.1) & (on < 0.9)).sum())
+    assert balanced[True] >= 28 and balanced[False] <= 8
+
+
+def test_hashing_checkpoint_without_input_norm_still_loads(hashing_checkpoint: Path, tmp_path: Path) -> None:
+    """A checkpoint saved before the head had its input norm loads as a plain head."""
+    from xmodal.retrieval.embed import load_task
+
+    state = torch.load(hashing_checkpoint, map_location="cpu", weights_only=True)
+    assert "head.norm.running_mean" in state["state_dict"]
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("head.norm.")}
+    state["hyper_parameters"].pop("input_norm", None)
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    task = load_task(old)
+    assert task.head.norm is None and task.hparams.input_norm is False
+    assert task(torch.zeros(2, 4000)).shape == (2, 32)
+
+
 def test_index_and_search_with_a_hashing_checkpoint(hashing_checkpoint: Path, manifest: Path,
                                                     tmp_path: Path) -> None:
     index_path = tmp_path / "fsdd.index.npz"

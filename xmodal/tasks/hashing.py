@@ -1,8 +1,14 @@
 """Semantic hashing: a K-bit latent layer on the backbone, trained to be near-binary.
 
-The head maps pooled features to ``bits`` values through ``tanh`` (or ``sigmoid``)
-and a quantisation loss pulls them towards ±1 (0/1), so their signs lose little when
-packed into a binary code. What gives the bits meaning is the objective:
+The head standardises the pooled features (a BatchNorm without learned scale or shift:
+running mean and variance), maps them to ``bits`` values through ``tanh`` (or
+``sigmoid``), and a quantisation loss pulls them towards ±1 (0/1), so their signs lose
+little when packed into a binary code. The standardisation matters: pooled features
+of a ReLU-family network are all positive around a large shared mean, so without
+centring a freshly initialised latent layer puts most items on the same side of most
+hyperplanes, and with few classes the objective below needs only a few directions,
+leaving the other bits uninformative (hymenoptera val, 64 bits: mAP@10 0.79 without,
+0.94 with, against 0.90 for float cosine). What gives the bits meaning is the objective:
 
 * ``classification`` (Lin et al., 2015, "Deep learning of binary hash codes"): a
   linear classifier on the latent with the class labels, so items of one class share
@@ -31,22 +37,35 @@ ACTIVATIONS = ("tanh", "sigmoid")
 
 
 class HashingHead(nn.Module):
-    """Linear -> tanh/sigmoid latent, plus the classifier (or decoder) used in training.
+    """Standardise -> Linear -> tanh/sigmoid latent, plus the classifier (or decoder)
+    used in training.
 
     ``forward`` returns the latent centred on 0 (``2 * sigmoid - 1`` for sigmoid), so
-    ``latent > 0`` is the bit in both cases.
+    ``latent > 0`` is the bit in both cases. ``norm`` (``BatchNorm1d`` without affine
+    parameters, or ``None``) centres and scales the input features with batch
+    statistics in training and their running averages in evaluation.
     """
 
     def __init__(self, in_features: int, bits: int, num_classes: int, activation: str,
-                 objective: str, dropout: float) -> None:
+                 objective: str, dropout: float, input_norm: bool = True) -> None:
         super().__init__()
         self.activation = activation
+        self.norm = nn.BatchNorm1d(in_features, affine=False) if input_norm else None
         self.encoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, bits))
         self.classifier = nn.Linear(bits, num_classes)
         self.decoder = nn.Linear(bits, in_features) if objective == "autoencoder" else None
 
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        norm = self.norm
+        if norm is None:
+            return features
+        if self.training and features.shape[0] < 2:  # no batch statistics from one item
+            return nn.functional.batch_norm(features, norm.running_mean, norm.running_var,
+                                            training=False, eps=norm.eps)
+        return norm(features)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(features)
+        z = self.encoder(self.standardise(features))
         if self.activation == "sigmoid":
             return 2.0 * torch.sigmoid(z) - 1.0
         return torch.tanh(z)
@@ -64,12 +83,14 @@ class HashingTask(BaseTask):
         balance_weight: weight of the bit-balance loss ``mean(mean_batch(u)^2)`` that
             keeps each bit on for about half the items (more information per bit).
         dropout: dropout before the latent layer.
+        input_norm: standardise the pooled features before the latent layer (running
+            mean and variance, no learned scale); ``False`` is the plain linear layer.
         **kwargs: see :class:`BaseTask` (``freeze: all`` trains only the head).
     """
 
     def __init__(self, *args: Any, bits: int = 64, objective: str = "classification",
                  activation: str = "tanh", quant_weight: float = 0.1, balance_weight: float = 0.01,
-                 dropout: float = 0.1, **kwargs: Any) -> None:
+                 dropout: float = 0.1, input_norm: bool = True, **kwargs: Any) -> None:
         if bits < 8 or bits % 8 or bits > 4096:
             raise ConfigError(f"bits must be a multiple of 8 (16..256 typical), not {bits}")
         if objective not in OBJECTIVES:
@@ -77,7 +98,7 @@ class HashingTask(BaseTask):
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be tanh or sigmoid, not {activation!r}")
         self._bits, self._objective, self._activation = bits, objective, activation
-        self._dropout = dropout
+        self._dropout, self._input_norm = dropout, input_norm
         super().__init__(*args, **kwargs)  # BaseTask saves this class's arguments too
 
     def configure_head(self, in_features: int, num_outputs: int) -> nn.Module:
@@ -86,7 +107,14 @@ class HashingTask(BaseTask):
 
         self.train_acc, self.val_acc, self.test_acc = accuracy(), accuracy(), accuracy()
         return HashingHead(in_features, self._bits, num_outputs, self._activation,
-                           self._objective, self._dropout)
+                           self._objective, self._dropout, self._input_norm)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints saved before the head standardised its input load as they were."""
+        state = checkpoint.get("state_dict", {})
+        if self.head is not None and self.head.norm is not None and "head.norm.running_mean" not in state:
+            self.head.norm = None
+            self.hparams.input_norm = False
 
     # -- forward ----------------------------------------------------------------------
 
