@@ -60,6 +60,22 @@ def test_training_from_cache_equals_training_without(tmp_path: Path) -> None:
     assert trained, "freeze=2 leaves later stages trainable (they train from the cache)"
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "none"])
+def test_training_steps_never_run_the_cached_prefix(tmp_path: Path, scheduler: str) -> None:
+    """The train loader serves cached features even when a step-based schedule made
+    Lightning load it before the cache was built (cosine reads estimated_stepping_batches)."""
+    pl.seed_everything(0)
+    task = ClassificationTask(freeze=2, feature_cache=True, scheduler=scheduler,
+                              early_stopping_patience=None, restore_best=False)
+    stem_calls = []
+    task.backbone.conv_stem.register_forward_hook(lambda *_: stem_calls.append(task.training))
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(task, _data(tmp_path))
+    assert stem_calls, "the cache itself runs the prefix"
+    assert not any(stem_calls), "a training step ran the frozen prefix instead of reading the cache"
+
+
 def test_off_when_input_is_augmented(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="augmentation"):
         _fit(tmp_path, True, adapter={"duration": 0.5, "n_mels": 32})

@@ -279,6 +279,12 @@ class FeatureCache(Callback):
         split, cached = built
         self._originals = {name: datasets[name] for name in cached}
         datasets.update(cached)
+        # A step-based LR schedule (cosine, one-cycle) reads estimated_stepping_batches in
+        # configure_optimizers, which makes Lightning load the train loader over the
+        # decoded inputs before this hook; drop it so the fit loop loads the cached
+        # features (same length, so the step count it estimated stays right).
+        if getattr(trainer.fit_loop, "_combined_loader", None) is not None:
+            trainer.fit_loop._combined_loader = None
         self.split = split
         self.feature_shape = tuple(cached["train"].features.shape[1:])
         pl_module.prefix_cache = self
