@@ -193,6 +193,19 @@ def run_lightning(argv: list[str]) -> XModalCLI:
     )
 
 
+def _close_process_group() -> None:
+    """Destroy a DDP process group before the interpreter exits.
+
+    Lightning leaves the gloo/NCCL group alive after fit/predict; its C++ worker threads
+    are then torn down during interpreter shutdown, which now and then aborts the
+    process ("terminate called without an active exception", exit -6) after all the
+    work was written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def usage() -> str:
     lines = ["usage: xmodal [global options] COMMAND [options]", "", "commands:"]
     for name in LIGHTNING_COMMANDS:
@@ -213,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         command, rest = argv[0], argv[1:]
         if command in LIGHTNING_COMMANDS:
-            run_lightning(argv)
+            try:
+                run_lightning(argv)
+            finally:
+                _close_process_group()
             return 0
         if command in plugins.commands().names():
             command_main, _ = plugins.commands().get(command)
