@@ -20,10 +20,16 @@ import torch
 from xmodal.data import XModalDataModule
 from xmodal.data.spec import Item, per_class_subset, split_off
 
+#: validation items per class held out of train; test items per class at most
+VAL_PER_CLASS = 10
+TEST_PER_CLASS = 150
+#: what the inputs are, for the results' settings
+INPUTS = "fsdd 64x64 log-mel, hymenoptera 96 px, texts 48x160 px"
+
 #: small network inputs per data set (the bench is sized for 2 shared CPU cores)
 SMALL_ADAPTERS: dict[str, dict[str, Any]] = {
     "fsdd": {"image_size": [64, 64]},
-    "hymenoptera": {"image_size": 64, "train_size": 64, "crop_scale": [0.35, 1.0]},
+    "hymenoptera": {"image_size": 96, "train_size": 96, "crop_scale": [0.35, 1.0]},
     "sms_spam": {"image_size": [48, 160], "font_size": 9},
     "chnsenticorp": {"image_size": [48, 160], "cell_size": 10, "font_size": 9},
 }
@@ -38,7 +44,8 @@ class BenchData(XModalDataModule):
         **kwargs: :class:`XModalDataModule` arguments (``per_class`` caps train).
     """
 
-    def __init__(self, val_per_class: int = 5, test_per_class: int = 50, **kwargs: Any) -> None:
+    def __init__(self, val_per_class: int = VAL_PER_CLASS, test_per_class: int = TEST_PER_CLASS,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.val_per_class = val_per_class
         self.test_per_class = test_per_class
@@ -63,7 +70,7 @@ class BenchData(XModalDataModule):
 
 
 def make_data(dataset: str, per_class: int | None, seed: int, batch_size: int = 16,
-              val_per_class: int = 5, test_per_class: int = 50) -> BenchData:
+              val_per_class: int = VAL_PER_CLASS, test_per_class: int = TEST_PER_CLASS) -> BenchData:
     return BenchData(dataset=dataset, adapter=SMALL_ADAPTERS.get(dataset, {}), per_class=per_class,
                      seed=seed, batch_size=batch_size, num_workers=0, val_per_class=val_per_class,
                      test_per_class=test_per_class)

@@ -6,8 +6,8 @@ same budget (the same number of optimizer steps for both, ``--max-steps``).
 
 The pretrained strategy is the best one ``bench/strategies.py`` measured on the data
 set (``--strategy`` overrides it). Settings as in ``bench/_fit.py``: small inputs,
-5 validation items per class held out of train for early stopping and best-epoch
-rollback, at most 50 test items per class, one thread.
+10 validation items per class held out of train for early stopping and best-epoch
+rollback, at most 150 test items per class, one thread.
 
 Usage::
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fit import aggregate, fit_once, load_runs  # noqa: E402
+from _fit import INPUTS, TEST_PER_CLASS, VAL_PER_CLASS, aggregate, fit_once, load_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "results"
 RESULTS = HERE / "data_efficiency.json"
@@ -139,9 +139,9 @@ def main() -> None:
     plot_path = PLOT if args.out == RESULTS else args.out.with_suffix(".png")  # beside the JSON
     sizes = [None if s == "all" else int(s) for s in args.sizes]
     settings = {"epochs_cap": args.epochs, "max_steps": args.max_steps, "early_stopping_patience": args.patience,
-                "val_per_class": 5, "test_per_class_max": 50, "lr": 5e-3, "backbone_lr_scale": 0.2, "batch_size": 16,
-                "backbone": "tf_efficientnet_lite0", "threads": args.threads,
-                "inputs": "fsdd 64x64 log-mel, hymenoptera 64 px"}
+                "val_per_class": VAL_PER_CLASS, "test_per_class_max": TEST_PER_CLASS, "lr": 5e-3,
+                "backbone_lr_scale": 0.2, "batch_size": 16, "backbone": "tf_efficientnet_lite0",
+                "threads": args.threads, "inputs": INPUTS}
     if not args.print_only:
         for seed in args.seeds:
             for size in sizes:

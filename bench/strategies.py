@@ -6,8 +6,8 @@ ChnSentiCorp). ``advise`` measures the same capped training set the strategies t
 
 CPU-sized settings (printed with the table and saved in the JSON): small inputs (see
 ``bench/_fit.py``), ``--per-class`` training items per class, ``--epochs`` epochs,
-early stopping (patience 3) and best-epoch rollback on 5 validation items per class
-held out of train, test on at most 50 items per class of the test split, one thread.
+early stopping (patience 4) and best-epoch rollback on 10 validation items per class
+held out of train, test on at most 150 items per class of the test split, one thread.
 
 Usage::
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fit import aggregate, fit_once, load_runs, make_data  # noqa: E402
+from _fit import INPUTS, TEST_PER_CLASS, VAL_PER_CLASS, aggregate, fit_once, load_runs, make_data  # noqa: E402
 
 from xmodal.strategies import STRATEGY_NAMES  # noqa: E402
 
@@ -104,9 +104,10 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--per-class", type=int, nargs="+", default=[20, 50, 50, 50],
+    parser.add_argument("--per-class", type=int, nargs="+", default=[50],
                         help="training items per class, one per data set (FSDD has 10 classes, the rest 2)")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--patience", type=int, default=4, help="early-stopping patience (epochs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--print-only", action="store_true", help="print the saved table")
@@ -123,10 +124,10 @@ def main() -> None:
                  if (r["dataset"], r["strategy"], r["seed"], r["per_class"]) not in known]
         advice = {**extra.get("advice", {}), **advice}
     per_class = dict(zip(args.datasets, args.per_class + args.per_class[-1:] * len(args.datasets)))
-    settings = {"per_class": per_class, "epochs": args.epochs, "early_stopping_patience": 3,
-                "val_per_class": 5, "test_per_class_max": 50, "lr": 5e-3, "backbone_lr_scale": 0.2, "batch_size": 16,
-                "backbone": "tf_efficientnet_lite0", "threads": args.threads,
-                "inputs": "fsdd 64x64 log-mel, hymenoptera 64 px, texts 48x160 px"}
+    settings = {"per_class": per_class, "epochs": args.epochs, "early_stopping_patience": args.patience,
+                "val_per_class": VAL_PER_CLASS, "test_per_class_max": TEST_PER_CLASS, "lr": 5e-3,
+                "backbone_lr_scale": 0.2, "batch_size": 16, "backbone": "tf_efficientnet_lite0",
+                "threads": args.threads, "inputs": INPUTS}
     if args.print_only:
         print_table(save(args.out, runs, advice, previous.get("settings", settings)))
         return
@@ -141,7 +142,7 @@ def main() -> None:
                 if done:
                     continue
                 started = time.strftime("%H:%M:%S")
-                run = fit_once(dataset, strategy, per_class[dataset], seed, args.epochs)
+                run = fit_once(dataset, strategy, per_class[dataset], seed, args.epochs, patience=args.patience)
                 runs.append(run)
                 print(f"[{started}] {dataset:<13} {strategy:<13} seed {seed}: acc {run['acc']:.3f} "
                       f"in {run['train_seconds']:.0f}s ({run['epochs_run']} epochs)", flush=True)

@@ -57,6 +57,9 @@ def test_spec_augment_masks_in_training_only(fsdd_wavs) -> None:
     images = adapter.device_transform({})(torch.stack([adapter.decode(p) for p in fsdd_wavs[:4]]))
     augmented = adapter.train_augment()(images.clone())
     assert augmented.shape == images.shape and not torch.equal(augmented, images)
+    # one mask per clip, the same in its 3 channels: per-channel masks would paint
+    # coloured stripes that frozen ImageNet features react to
+    assert torch.equal(augmented[:, 0], augmented[:, 1]) and torch.equal(augmented[:, 0], augmented[:, 2])
 
 
 def test_fit_length_crops_and_pads() -> None:

@@ -79,6 +79,24 @@ def test_strategy_freezes_exactly(strategy: str) -> None:
     assert task.head[1].weight.requires_grad
 
 
+def test_linear_probe_trains_without_input_augmentation() -> None:
+    """A frozen backbone sees the clean inputs it will be tested on, so the head does
+    not learn augmentation artefacts and the features can be cached once."""
+    data = small_data()
+    data.prepare_spec()
+    settings = dict(input_adapter=data.adapter.config(), class_names=list(data.class_names))
+    probe = ClassificationTask(strategy="linear_probe", **settings)
+    tuned = ClassificationTask(strategy="freeze_k", **settings)
+    assert probe.augment is not None and probe.active_augment is None
+    assert tuned.active_augment is tuned.augment is not None
+    batch = torch.stack([data.adapter.decode(item.source) for item in data.split_items("train")[:4]])
+    probe.train()
+    tuned.train()
+    torch.manual_seed(0)
+    assert torch.equal(probe.to_image(batch), probe.device_transform(batch))
+    assert not torch.equal(tuned.to_image(batch), tuned.device_transform(batch))
+
+
 def test_two_stage_unfreezes_after_head_epochs_at_lower_lr() -> None:
     task = ClassificationTask(strategy="two_stage", head_epochs=1, lr=1e-2)
     seen: dict[int, set[int]] = {}

@@ -204,7 +204,7 @@ class FeatureCache(Callback):
 
     def reason_off(self, trainer: pl.Trainer, task: Any) -> str | None:
         """Why the cache cannot be used (``None``: it can)."""
-        if getattr(task, "augment", None) is not None:
+        if getattr(task, "active_augment", getattr(task, "augment", None)) is not None:
             return "input augmentation is on (e.g. spec_augment or time_shift)"
         adapter = getattr(task, "adapter", None)
         if adapter is not None and adapter.decode_varies_in_training:

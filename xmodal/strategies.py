@@ -50,6 +50,8 @@ class Strategy(BaseFinetuning):
     name: ClassVar[str] = ""
     #: load pretrained weights (only ``scratch`` does not)
     pretrained: ClassVar[bool] = True
+    #: apply the adapter's batched train-time augmentation (``linear_probe`` does not)
+    augments_input: ClassVar[bool] = True
     default_lr_decay: ClassVar[float] = 1.0
 
     def __init__(self, freeze: int | str = 2, lr_decay: float | None = None) -> None:
@@ -153,10 +155,14 @@ class LinearProbe(Strategy):
     """The backbone frozen whole (BatchNorm statistics included); only the new head learns.
 
     Frozen features do not change, so they can be computed once (``xmodal advise`` does
-    exactly that with a logistic regression).
+    exactly that with a logistic regression). Input augmentation is off: a frozen
+    backbone maps masked or shifted inputs to features the clean test inputs never
+    produce, and the head learns those instead (FSDD, 50 clips per class: 0.34 test
+    accuracy with SpecAugment, 0.57 without); without it the features are cached once.
     """
 
     name = "linear_probe"
+    augments_input = False
 
     def frozen_groups(self, epoch: int, num_groups: int) -> int:
         return num_groups

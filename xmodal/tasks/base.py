@@ -176,6 +176,14 @@ class BaseTask(pl.LightningModule):
         self.device_transform = self.adapter.device_transform(self.data_config)
         self.augment = self.adapter.train_augment()
 
+    @property
+    def active_augment(self) -> nn.Module | None:
+        """The adapter's train-time augmentation, unless the strategy turns it off."""
+        finetuning = getattr(self, "finetuning", None)
+        if finetuning is not None and not finetuning.augments_input:
+            return None
+        return self.augment
+
     def _build_head(self) -> None:
         self.head = self.configure_head(self.num_features, len(self.hparams.class_names))
 
@@ -201,8 +209,9 @@ class BaseTask(pl.LightningModule):
         """Decoded batch -> normalised image batch, augmented in training."""
         with self._profile("xmodal: device transform"):
             images = self.device_transform(batch_inputs)
-            if self.training and self.augment is not None:
-                images = self.augment(images)
+            augment = self.active_augment
+            if self.training and augment is not None:
+                images = augment(images)
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
