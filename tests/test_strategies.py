@@ -113,7 +113,10 @@ def test_two_stage_unfreezes_after_head_epochs_at_lower_lr() -> None:
     moved = {group_of(n) for n in changed(before, task.backbone) if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     assert moved == {2, 3, 4, 5}
     rates = {g["name"]: g["initial_lr"] for g in run.optimizers[0].param_groups}
-    assert rates["head"] == pytest.approx(1e-2) and rates["stage2"] == pytest.approx(1e-3)
+    assert rates["head"] == pytest.approx(1e-2) and rates["stage2"] == pytest.approx(2e-3)
+    # a lower backbone_lr_scale wins over stage2_lr_scale instead of multiplying with it
+    lowered = ClassificationTask(strategy="two_stage", lr=1e-2, backbone_lr_scale=0.05)
+    assert lowered.finetuning.backbone_lr_scale(lowered) == pytest.approx(0.05)
 
 
 def test_gradual_unfreezes_one_group_per_epoch_from_the_top() -> None:
