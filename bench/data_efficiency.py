@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--strategy", help="pretrained strategy (default: best of strategies.json)")
     parser.add_argument("--epochs", type=int, default=100, help="epoch cap (the step budget binds first)")
-    parser.add_argument("--max-steps", type=int, default=60, help="optimizer steps per run: the budget")
+    parser.add_argument("--max-steps", type=int, default=150, help="optimizer steps per run: the budget")
     parser.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -142,6 +142,8 @@ def main() -> None:
                 "val_per_class": VAL_PER_CLASS, "test_per_class_max": TEST_PER_CLASS, "lr": 5e-3,
                 "backbone_lr_scale": 0.2, "batch_size": 16, "backbone": "tf_efficientnet_lite0",
                 "threads": args.threads, "inputs": INPUTS}
+    if args.print_only and args.out.is_file():  # keep the settings the runs were measured with
+        settings = json.loads(args.out.read_text()).get("settings", settings)
     if not args.print_only:
         for seed in args.seeds:
             for size in sizes:
