@@ -155,10 +155,12 @@ class LinearProbe(Strategy):
     """The backbone frozen whole (BatchNorm statistics included); only the new head learns.
 
     Frozen features do not change, so they can be computed once (``xmodal advise`` does
-    exactly that with a logistic regression). Input augmentation is off: a frozen
-    backbone maps masked or shifted inputs to features the clean test inputs never
-    produce, and the head learns those instead (FSDD, 50 clips per class: 0.34 test
-    accuracy with SpecAugment, 0.57 without); without it the features are cached once.
+    exactly that with a logistic regression). The adapter's batched train-time
+    augmentation (SpecAugment, time shift) is off: a frozen backbone maps masked or
+    shifted inputs to features the clean test inputs never produce, and the head learns
+    those instead (FSDD, 50 clips per class: 0.34 test accuracy with SpecAugment, 0.57
+    without); without it the features are cached once. Decode-time augmentation
+    (image crops and flips, text jitter) follows the adapter's own ``augment`` setting.
     """
 
     name = "linear_probe"

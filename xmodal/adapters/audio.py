@@ -324,8 +324,9 @@ class SpecAugment(nn.Module):
             images = torch.gather(images, -1, index[:, None, None, :].expand_as(images))
         if self.enabled:
             # one mask per clip, shared by its 3 channels: masks drawn per channel paint
-            # coloured stripes, which frozen ImageNet features respond to strongly (a
-            # linear probe then learns the stripes: FSDD 50/class fell from 0.57 to 0.26)
+            # coloured stripes, which frozen ImageNet features respond to strongly (an
+            # FSDD linear probe, 50 clips per class, trained on augmented inputs: 0.22
+            # test accuracy with per-channel masks, 0.34 with shared ones)
             keep = images.new_ones((images.shape[0], 1, *images.shape[2:]))
             for _ in range(self.num_masks):
                 keep = self.freq(keep)
