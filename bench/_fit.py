@@ -32,6 +32,9 @@ SMALL_ADAPTERS: dict[str, dict[str, Any]] = {
     "hymenoptera": {"image_size": 96, "train_size": 96, "crop_scale": [0.35, 1.0]},
     "sms_spam": {"image_size": [48, 160], "font_size": 9},
     "chnsenticorp": {"image_size": [48, 160], "cell_size": 10, "font_size": 9},
+    # held-out data sets (xmodal-timeseries plugin): checks of the advise rule, never reported
+    "arrowhead": {"transform": "rp", "length": 128, "image_size": 64, "roll": 0.0, "flip": 0.0},
+    "osuleaf": {"transform": "line", "length": 128, "image_size": 64, "roll": 1.0, "flip": 0.5},
 }
 
 
@@ -78,12 +81,12 @@ def make_data(dataset: str, per_class: int | None, seed: int, batch_size: int = 
 
 def fit_once(dataset: str, strategy: str, per_class: int | None, seed: int, epochs: int,
              max_steps: int = -1, lr: float = 5e-3, backbone_lr_scale: float = 0.2,
-             patience: int = 3, **strategy_args: Any) -> dict[str, Any]:
+             patience: int = 3, val_per_class: int = VAL_PER_CLASS, **strategy_args: Any) -> dict[str, Any]:
     """Train one strategy on one subset and test the rolled-back best weights."""
     from xmodal.tasks.classification import ClassificationTask
 
     pl.seed_everything(seed, verbose=False)
-    data = make_data(dataset, per_class, seed)
+    data = make_data(dataset, per_class, seed, val_per_class=val_per_class)
     task = ClassificationTask(strategy=strategy, lr=lr, backbone_lr_scale=backbone_lr_scale,
                               warmup_epochs=0, early_stopping_patience=patience, **strategy_args)
     trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, logger=False,
