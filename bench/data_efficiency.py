@@ -106,7 +106,7 @@ def save(path: Path, runs: list, settings: dict, primary: dict[str, str] | None 
 
 def print_table(result: dict) -> None:
     print("\ntest accuracy, mean over seeds (train seconds per run)")
-    print(f"{'dataset':<13}{'per class':>10}{'pretrained':>36}{'scratch':>22}")
+    print(f"{'dataset':<13}{'per class':>10}{'pretrained':>40}{'scratch':>22}")
     for dataset, info in result["verdict"].items():
         for name, judged in info["all_pretrained"].items():
             for size in judged["sizes"]:
@@ -114,7 +114,7 @@ def print_table(result: dict) -> None:
                            and str(r["per_class"] or "all") == size)
                 scr = next(r for r in result["rows"] if r["dataset"] == dataset
                            and str(r["per_class"] or "all") == size and r["strategy"] == "scratch")
-                print(f"{dataset:<13}{size:>10}{name:>28} {pre['acc_mean']:.3f} ({pre['train_seconds']:>4.0f}s)"
+                print(f"{dataset:<13}{size:>10}{name:>32} {pre['acc_mean']:.3f} ({pre['train_seconds']:>4.0f}s)"
                       f"{scr['acc_mean']:>13.3f} ({scr['train_seconds']:>4.0f}s)  n{len(pre['seeds'])}/{len(scr['seeds'])}")
             print(f"{dataset} {name}: pretrained wins at every size <= 50: "
                   f"{judged['wins_at_every_size_up_to_50']} ({judged['sizes_up_to_50_measured']} sizes measured)"
