@@ -11,7 +11,7 @@ Writes ``bench/results/text.json``.
 Usage::
 
     XMODAL_DATA=../shared/data nice -n 10 python bench/text.py [--seeds 0 1 2]
-        [--datasets sms_spam chnsenticorp] [--max-epochs 3] [--freeze 4]
+        [--datasets sms_spam chnsenticorp] [--max-epochs 6] [--freeze 2]
 """
 
 from __future__ import annotations
@@ -125,6 +125,59 @@ def train_xmodal(name: str, seed: int, args: argparse.Namespace, workdir: Path):
     return model, data.adapter, time.perf_counter() - start
 
 
+def summarise(row: dict) -> None:
+    """Means over the seeds of ``row["runs"]`` into the ``xmodal_*`` keys."""
+    runs = sorted(row["runs"], key=lambda r: r["seed"])
+    row["runs"] = runs
+    if not runs:
+        return
+    row.update({
+        "xmodal_acc": statistics.mean(r["acc"] for r in runs),
+        "xmodal_macro_f1": statistics.mean(r["macro_f1"] for r in runs),
+        "xmodal_drop": statistics.mean(r["drop"] for r in runs),
+        "xmodal_perturbed_acc": statistics.mean(r["perturbed_acc"] for r in runs),
+        "seeds": [r["seed"] for r in runs],
+    })
+    if all(r.get("spam_f1") is not None for r in runs):
+        row["xmodal_spam_f1"] = statistics.mean(r["spam_f1"] for r in runs)
+
+
+def merge(results: dict, others: list[Path], datasets: list[str]) -> None:
+    """Take the xmodal runs of other result files (seeds or data sets run in parallel)."""
+    for other in others:
+        extra = json.loads(other.read_text())
+        if extra["settings"].get("freeze") != results["settings"].get("freeze") or \
+                extra["settings"].get("max_epochs") != results["settings"].get("max_epochs"):
+            raise SystemExit(f"{other}: measured with other settings than {results['settings']}")
+        for name in datasets:
+            if name not in extra:
+                continue
+            if name not in results:
+                results[name] = {**extra[name], "runs": []}
+            seen = {r["seed"] for r in results[name]["runs"]}
+            results[name]["runs"] += [r for r in extra[name]["runs"] if r["seed"] not in seen]
+            summarise(results[name])
+
+
+def print_table(results: dict, datasets: list[str], out: Path) -> None:
+    print()
+    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}"
+    print(header)
+    print("-" * len(header))
+    for name in (d for d in datasets if d in results):
+        row = results[name]
+        for model in ("xmodal", "tfidf") if row["runs"] else ("tfidf",):
+            spam = row.get(f"{model}_spam_f1")
+            print(f"{name:<14}{model:<8}{row[f'{model}_acc']:>8.4f}{row[f'{model}_macro_f1']:>10.4f}"
+                  f"{'' if spam is None else f'{spam:.4f}':>9}"
+                  f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}")
+        if row["runs"]:
+            print(f"{'':<14}seeds {row['seeds']}: acc " + " / ".join(f"{r['acc']:.4f}" for r in row["runs"])
+                  + ", drop " + " / ".join(f"{r['drop']:.4f}" for r in row["runs"]))
+    print(f"\nrender: {results['render_per_s_cold']:.0f} texts/s cold, "
+          f"{results['render_per_s_cached']:.0f} texts/s cached; results in {out}")
+
+
 def render_throughput(root: Path | None, count: int, workdir: Path) -> dict[str, float]:
     """Texts/s rendering cold (Pillow, this process) and reading back from the decode cache."""
     spec = plugins.datasets().get("sms_spam")(root)
@@ -147,15 +200,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["sms_spam", "chnsenticorp"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-epochs", type=int, default=3)
-    parser.add_argument("--freeze", default="4", help="frozen backbone stages (cached once)")
+    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--freeze", default="2", help="frozen backbone stages (cached once)")
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")
     parser.add_argument("--render-count", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text.json")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[],
+                        help="with --print-only: add the runs of these result files (parallel runs)")
+    parser.add_argument("--print-only", action="store_true", help="print (and merge into) the saved results")
     args = parser.parse_args()
+    if args.print_only:
+        results = json.loads(args.out.read_text())
+        merge(results, args.merge, args.datasets)
+        args.out.write_text(json.dumps(results, indent=2))
+        print_table(results, args.datasets, args.out)
+        return
     args.freeze = int(args.freeze) if str(args.freeze).isdigit() else args.freeze
     # OMP_NUM_THREADS (e.g. 1 under a CPU-slot wrapper or the docs test) wins over the default
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(4, os.cpu_count() or 1))))
@@ -205,35 +267,13 @@ def main() -> None:
             row["runs"].append({"seed": seed, "acc": clean["acc"], "macro_f1": clean["macro_f1"],
                                 "spam_f1": clean.get("pos_f1"), "perturbed_acc": noisy["acc"],
                                 "drop": clean["acc"] - noisy["acc"], "fit_seconds": seconds})
-            runs = row["runs"]
-            row.update({
-                "xmodal_acc": statistics.mean(r["acc"] for r in runs),
-                "xmodal_macro_f1": statistics.mean(r["macro_f1"] for r in runs),
-                "xmodal_drop": statistics.mean(r["drop"] for r in runs),
-                "xmodal_perturbed_acc": statistics.mean(r["perturbed_acc"] for r in runs),
-                "seeds": [r["seed"] for r in runs],
-            })
-            if positive is not None:
-                row["xmodal_spam_f1"] = statistics.mean(r["spam_f1"] for r in runs)
+            summarise(row)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=2))
             print(f"  {name} seed {seed}: acc {clean['acc']:.4f} macro-F1 {clean['macro_f1']:.4f} "
                   f"perturbed acc {noisy['acc']:.4f} ({seconds:.0f} s)", flush=True)
 
-    print()
-    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}"
-    print(header)
-    print("-" * len(header))
-    for name in args.datasets:
-        row = results[name]
-        for model in ("xmodal", "tfidf") if row["runs"] else ("tfidf",):
-            spam = row.get(f"{model}_spam_f1")
-            print(f"{name:<14}{model:<8}{row[f'{model}_acc']:>8.4f}{row[f'{model}_macro_f1']:>10.4f}"
-                  f"{'' if spam is None else f'{spam:.4f}':>9}"
-                  f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}")
-    print(f"\nrender: {results['render_per_s_cold']:.0f} texts/s cold, "
-          f"{results['render_per_s_cached']:.0f} texts/s cached; results in {args.out}")
-
+    print_table(results, args.datasets, args.out)
 
 if __name__ == "__main__":
     main()
