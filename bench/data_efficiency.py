@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _fit import INPUTS, TEST_PER_CLASS, VAL_PER_CLASS, aggregate, fit_once, load_runs  # noqa: E402
+from strategies import ADVISED  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "results"
 RESULTS = HERE / "data_efficiency.json"
@@ -51,7 +52,7 @@ def best_strategy(dataset: str) -> tuple[str, dict]:
         rows = [r for r in result["rows"] if r["dataset"] == dataset and r["strategy"] != "scratch"]
         if rows:
             best = max(rows, key=lambda r: r["acc_mean"])["strategy"]
-            if best == "advised":
+            if best == ADVISED:
                 picked = result["advice"][dataset]
                 return picked["strategy"], dict(picked.get("args", {}))
             return best, {}
@@ -93,11 +94,8 @@ def verdict(rows: list, primary: dict[str, str] | None = None) -> dict:
     return out
 
 
-def save(path: Path, runs: list, settings: dict, primary: dict[str, str] | None = None) -> dict:
+def save(path: Path, runs: list, settings: dict, primary: dict[str, str]) -> dict:
     rows = aggregate(runs)
-    if primary is None and path.is_file():  # keep the judged rows of the last run
-        primary = {k: v["strategy"] for k, v in json.loads(path.read_text()).get("verdict", {}).items()
-                   if "strategy" in v}
     result = {"rows": rows, "runs": runs, "settings": settings, "verdict": verdict(rows, primary)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
@@ -176,11 +174,15 @@ def main() -> None:
                 "val_per_class": VAL_PER_CLASS, "test_per_class_max": TEST_PER_CLASS, "lr": 5e-3,
                 "backbone_lr_scale": 0.2, "batch_size": 16, "backbone": "tf_efficientnet_lite0",
                 "threads": args.threads, "inputs": INPUTS}
-    if args.print_only and args.out.is_file():  # keep the settings the runs were measured with
-        settings = json.loads(args.out.read_text()).get("settings", settings)
-    picks = {d: (args.strategy, args.strategy_args) if args.strategy else best_strategy(d) for d in args.datasets}
-    primary = None if args.print_only else {d: label(*pick) for d, pick in picks.items()}
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    # the judged pretrained row per data set: this run's picks, else those of the saved run
+    primary = {k: v["strategy"] for k, v in previous.get("verdict", {}).items() if "strategy" in v}
+    if args.print_only:  # keep the settings the runs were measured with
+        settings = previous.get("settings", settings)
     if not args.print_only:
+        picks = {d: (args.strategy, args.strategy_args) if args.strategy else best_strategy(d)
+                 for d in args.datasets}
+        primary.update({d: label(*pick) for d, pick in picks.items()})
         for seed in args.seeds:
             for size in sizes:
                 for dataset in args.datasets:

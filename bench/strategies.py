@@ -72,6 +72,7 @@ def verdict(rows: list, advice: dict) -> dict:
         mine = {r["strategy"]: r["acc_mean"] for r in rows if r["dataset"] == dataset}
         # the "advised" row trains exactly what advise printed (strategy *and* its arguments);
         # without it, fall back to the named strategy's row (default arguments)
+        advised_row = ADVISED in mine
         advised_acc = mine.pop(ADVISED, mine.get(info["strategy"]))
         if not mine or advised_acc is None:
             continue
@@ -82,7 +83,7 @@ def verdict(rows: list, advice: dict) -> dict:
         gap = best_acc - advised_acc
         out[dataset] = {"best": best, "best_acc": best_acc, "advised": info["strategy"],
                         "advised_args": info.get("args", {}), "advised_acc": advised_acc,
-                        "advised_row": ADVISED in {r["strategy"] for r in rows if r["dataset"] == dataset},
+                        "advised_row": advised_row,
                         "gap_points": round(100 * gap, 2),
                         "within_1_point": gap <= 0.01 + 1e-9, "strategies_measured": len(mine)}
     return out
@@ -159,15 +160,12 @@ def main() -> None:
                 if done:
                     continue
                 started = time.strftime("%H:%M:%S")
+                trained, strategy_args = ((advice[dataset]["strategy"], advice[dataset].get("args", {}))
+                                          if strategy == ADVISED else (strategy, {}))
+                run = fit_once(dataset, trained, per_class[dataset], seed, args.epochs, patience=args.patience,
+                               val_per_class=args.val_per_class, **strategy_args)
                 if strategy == ADVISED:
-                    picked = advice[dataset]
-                    run = fit_once(dataset, picked["strategy"], per_class[dataset], seed, args.epochs,
-                                   patience=args.patience, val_per_class=args.val_per_class,
-                                   **picked.get("args", {}))
-                    run.update(strategy=ADVISED, advised=picked["strategy"], advised_args=picked.get("args", {}))
-                else:
-                    run = fit_once(dataset, strategy, per_class[dataset], seed, args.epochs,
-                                   patience=args.patience, val_per_class=args.val_per_class)
+                    run.update(strategy=ADVISED, advised=trained, advised_args=strategy_args)
                 runs.append(run)
                 print(f"[{started}] {dataset:<13} {strategy:<13} seed {seed}: acc {run['acc']:.3f} "
                       f"in {run['train_seconds']:.0f}s ({run['epochs_run']} epochs)", flush=True)

@@ -275,5 +275,6 @@ def main() -> None:
 
     print_table(results, args.datasets, args.out)
 
+
 if __name__ == "__main__":
     main()
