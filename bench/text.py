@@ -109,13 +109,15 @@ def train_xmodal(name: str, seed: int, args: argparse.Namespace, workdir: Path):
     from xmodal.tasks.classification import ClassificationTask
 
     pl.seed_everything(seed, workers=True)
-    data = XModalDataModule(dataset=name, modality="text", adapter={"augment": False},
+    adapter = {"augment": False, **(args.adapter or {})}
+    data = XModalDataModule(dataset=name, modality="text", adapter=adapter,
                             batch_size=args.batch_size, on_bad_file="warn", seed=0,
                             cache_dir=str(workdir / "decoded"),
                             per_class=args.per_class)
     model = ClassificationTask(backbone=args.backbone, pretrained=True, freeze=args.freeze,
+                               strategy=args.strategy, sequence_hidden=args.sequence_hidden,
                                lr=args.lr, weight_decay=0.01, scheduler="cosine",
-                               feature_cache=True, early_stopping_patience=None,
+                               feature_cache="auto", early_stopping_patience=None,
                                restore_best=True, label_smoothing=0.0, dropout=0.1)
     trainer = pl.Trainer(max_epochs=args.max_epochs, default_root_dir=str(workdir / "runs"),
                          enable_progress_bar=False, enable_model_summary=False, logger=False,
@@ -203,6 +205,11 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--freeze", default="2", help="frozen backbone stages (cached once)")
     parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--strategy", default="freeze_k", help="fine-tuning strategy")
+    parser.add_argument("--adapter", type=json.loads, default=None,
+                        help='text adapter settings as JSON, e.g. {"layout": "glyphs"}')
+    parser.add_argument("--sequence-hidden", type=int, default=256,
+                        help="glyphs layout: width of the n-gram encoder")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")

@@ -88,6 +88,9 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if getattr(task, "sequence_pool", None) is not None:
+        raise ConfigError("export: the text layout glyphs draws glyphs in Python inside the "
+                          "model and cannot be traced; export a lines or grid model")
     task = task.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -204,9 +204,11 @@ class FeatureCache(Callback):
 
     def reason_off(self, trainer: pl.Trainer, task: Any) -> str | None:
         """Why the cache cannot be used (``None``: it can)."""
+        adapter = getattr(task, "adapter", None)
+        if adapter is not None and adapter.sequence_input:
+            return "the input is a glyph sequence (its distinct glyphs are encoded per batch)"
         if getattr(task, "active_augment", getattr(task, "augment", None)) is not None:
             return "input augmentation is on (e.g. spec_augment or time_shift)"
-        adapter = getattr(task, "adapter", None)
         if adapter is not None and adapter.decode_varies_in_training:
             return f"the {adapter.name} adapter decodes differently in training"
         datasets = getattr(trainer.datamodule, "datasets", None)

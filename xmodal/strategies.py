@@ -94,7 +94,10 @@ class Strategy(BaseFinetuning):
     def parameter_groups(self, task: pl.LightningModule) -> list[dict[str, Any]]:
         """The head at ``lr``; each backbone group the strategy may train at its decayed lr."""
         lr = float(task.hparams.lr)
-        out = [{"params": list(task.head.parameters()), "lr": lr, "name": "head"}]
+        head = list(task.head.parameters())
+        if getattr(task, "sequence_pool", None) is not None:
+            head += list(task.sequence_pool.parameters())
+        out = [{"params": head, "lr": lr, "name": "head"}]
         groups = backbones.stage_parameter_groups(task.backbone)
         top = len(groups) - 1
         scale = self.backbone_lr_scale(task)

@@ -40,6 +40,10 @@ class ModalityAdapter:
     #: True when training decodes differently from evaluation (random crops, jitter):
     #: the training split is then decoded on every access instead of cached.
     decode_varies_in_training: ClassVar[bool] = False
+    #: True when a decoded sample is a sequence of glyph codes rather than an image
+    #: (the text adapter's ``glyphs`` layout): ``device_transform`` then maps the
+    #: batch's distinct codes to images and the task pools their features per sample.
+    sequence_input: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.bad_file_hints: list[str] = []

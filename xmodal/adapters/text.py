@@ -23,6 +23,7 @@ from torch import nn
 
 from xmodal.adapters.base import ModalityAdapter
 from xmodal.adapters.text_fonts import DEFAULT_FONTS, FontChain
+from xmodal.adapters.text_glyphs import GlyphAtlas, GlyphJitter, layout_glyphs, render_glyph
 from xmodal.adapters.text_layout import Layout, layout_grid, layout_lines, prepare_text
 from xmodal.errors import BadInputError
 
@@ -35,15 +36,19 @@ class TextAdapter(ModalityAdapter):
 
     Args:
         layout: ``lines`` (word-wrapped proportional text, for Latin, Cyrillic and
-            Greek) or ``grid`` (one character per square cell, for CJK).
+            Greek), ``grid`` (one character per square cell, for CJK) or ``glyphs``
+            (the text as a sequence of character images, each ``cell_size`` square,
+            encoded one distinct character at a time: :mod:`xmodal.adapters.text_glyphs`).
+            ``image_size`` does not apply to ``glyphs``.
         image_size: ``[height, width]`` of the rendered image in pixels.
         font_size: glyph size in pixels.
         cell_size: side of a ``grid`` cell in pixels (``font_size`` should be a bit
             smaller so neighbours do not touch).
         line_spacing: ``lines`` line height as a multiple of ``font_size``.
         margin: ``lines`` blank border in pixels.
-        max_chars: draw at most this many characters (``None``: as many as fit).
-            Texts cut here or by the canvas are counted as truncated.
+        max_chars: draw at most this many characters (``None``: as many as fit;
+            for ``glyphs``: 256). Texts cut here or by the canvas are counted as
+            truncated.
         fonts: fonts in fallback order: file paths, the packaged ``DejaVu Sans`` /
             ``Noto Sans CJK SC``, or fontconfig family names. Each character uses the
             first font that has it; characters none has are counted and warned about.
@@ -52,7 +57,8 @@ class TextAdapter(ModalityAdapter):
         invert: swap ``foreground`` and ``background``.
         unicode_form: Unicode normalisation applied first (``NFC``; ``NFKC`` also
             folds full-width and compatibility forms).
-        augment: jitter renders of training texts (font size, position, font).
+        augment: jitter renders of training texts (font size, position, font; for
+            ``glyphs``: every glyph's position, on the device).
         size_jitter: training font size varies by up to this many pixels.
         shift_jitter: training text moves by up to this many pixels in x and y.
         train_fonts: extra fonts (paths or names); in training each text is drawn
@@ -66,7 +72,7 @@ class TextAdapter(ModalityAdapter):
 
     def __init__(
         self,
-        layout: Literal["lines", "grid"] = "lines",
+        layout: Literal["lines", "grid", "glyphs"] = "lines",
         image_size: list[int] = (64, 256),
         font_size: int = 12,
         cell_size: int = 16,
@@ -84,8 +90,8 @@ class TextAdapter(ModalityAdapter):
         train_fonts: list[str] | None = None,
     ) -> None:
         super().__init__()
-        if layout not in ("lines", "grid"):
-            raise ValueError(f"layout must be lines or grid, not {layout!r}")
+        if layout not in ("lines", "grid", "glyphs"):
+            raise ValueError(f"layout must be lines, grid or glyphs, not {layout!r}")
         image_size = list(image_size)
         if len(image_size) != 2 or min(image_size) < 8:
             raise ValueError(f"image_size must be [height, width], each >= 8, not {image_size}")
@@ -117,9 +123,17 @@ class TextAdapter(ModalityAdapter):
         self._train_chains = [self.chain] + [
             FontChain([font, *self.fonts]) for font in (self.train_fonts or [])
         ]
-        self.decode_varies_in_training = self.augment and bool(
+        #: ``glyphs``: decoded samples are code-point sequences, not images (the task
+        #: encodes them with :class:`~xmodal.adapters.text_glyphs.GlyphSequencePool`).
+        self.sequence_input = layout == "glyphs"
+        self.decode_varies_in_training = not self.sequence_input and self.augment and bool(
             self.size_jitter or self.shift_jitter or self.train_fonts
         )
+
+    @property
+    def sequence_length(self) -> int:
+        """``glyphs``: characters per decoded text (``max_chars``, default 256)."""
+        return self.max_chars or 256
 
     # -- layout and rendering ------------------------------------------------------------
 
@@ -145,6 +159,8 @@ class TextAdapter(ModalityAdapter):
         chain = chain or self.chain
         height, width = self.image_size
         size = max(4, self.font_size + size_delta)
+        if self.layout == "glyphs":
+            return layout_glyphs(text, chain, self.sequence_length)[1]
         if self.layout == "grid":
             return layout_grid(text, chain, height, width, self.cell_size, self.max_chars, dx, dy)
         return layout_lines(text, chain, height, width, size, self.line_spacing, self.margin,
@@ -152,8 +168,11 @@ class TextAdapter(ModalityAdapter):
 
     def render(self, text: str, chain: FontChain | None = None, size_delta: int = 0,
                dx: int = 0, dy: int = 0) -> np.ndarray:
-        """Draw a prepared text: ``(height, width)`` uint8."""
+        """Draw a prepared text: ``(height, width)`` uint8 (``glyphs``: its glyph images
+        side by side, 16 per row, as the backbone sees them one by one)."""
         chain = chain or self.chain
+        if self.layout == "glyphs":
+            return self.render_glyphs(layout_glyphs(text, chain, self.sequence_length)[0], chain)
         placed = self.lay_out(text, chain, size_delta, dx, dy)
         foreground, background = self.foreground, self.background
         if self.invert:
@@ -167,10 +186,32 @@ class TextAdapter(ModalityAdapter):
                       anchor=placed.anchor)
         return np.asarray(image, dtype=np.uint8)
 
+    def render_glyphs(self, codes: Sequence[int], chain: FontChain | None = None,
+                      per_row: int = 16) -> np.ndarray:
+        """Glyph images of ``codes`` tiled ``per_row`` to a row (for previews)."""
+        chain = chain or self.chain
+        foreground, background = self.foreground, self.background
+        if self.invert:
+            foreground, background = background, foreground
+        cell = self.cell_size
+        rows = max(1, -(-len(codes) // per_row))
+        page = np.full((rows * cell, per_row * cell), background, dtype=np.uint8)
+        for position, code in enumerate(codes):
+            row, col = divmod(position, per_row)
+            page[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = render_glyph(
+                chain, code, cell, self.font_size, foreground, background)
+        return page
+
     # -- the adapter contract ------------------------------------------------------------
 
     def decode(self, source: Any) -> torch.Tensor:
-        """Render one text with the fixed settings: ``(1, H, W)`` uint8 (deterministic)."""
+        """Render one text with the fixed settings: ``(1, H, W)`` uint8 (deterministic);
+        ``glyphs``: its code points, ``(max_chars,)`` int32 padded with 0."""
+        if self.sequence_input:
+            codes = layout_glyphs(self.text_of(source), self.chain, self.sequence_length)[0]
+            out = torch.zeros(self.sequence_length, dtype=torch.int32)
+            out[:len(codes)] = torch.tensor(codes, dtype=torch.int32)
+            return out
         return torch.from_numpy(self.render(self.text_of(source)).copy()).unsqueeze(0)
 
     def decode_train(self, source: Any) -> torch.Tensor:
@@ -191,14 +232,29 @@ class TextAdapter(ModalityAdapter):
         return torch.from_numpy(self.render(text, chain, size_delta, dx, dy).copy()).unsqueeze(0)
 
     def device_transform(self, data_config: dict[str, Any]) -> nn.Module:
-        return RenderedTextImage(data_config.get("mean", IMAGENET_MEAN),
-                                 data_config.get("std", IMAGENET_STD))
+        mean = data_config.get("mean", IMAGENET_MEAN)
+        std = data_config.get("std", IMAGENET_STD)
+        if self.sequence_input:
+            foreground, background = self.foreground, self.background
+            if self.invert:
+                foreground, background = background, foreground
+            return GlyphAtlas(self.fonts, self.cell_size, self.font_size, foreground, background,
+                              mean, std)
+        return RenderedTextImage(mean, std)
+
+    def train_augment(self) -> nn.Module | None:
+        """``glyphs``: every glyph image shifts by up to ``shift_jitter`` pixels."""
+        if self.sequence_input and self.augment and self.shift_jitter:
+            return GlyphJitter(self.shift_jitter)
+        return None
 
     # -- reports -------------------------------------------------------------------------
 
     def render_stats(self, sources: Sequence[Any]) -> "RenderStats":
         """Count truncated texts and characters no font has, without drawing."""
         stats = RenderStats(total=len(sources))
+        if self.sequence_input:
+            stats.hint = f"glyphs: longer than max_chars={self.sequence_length}"
         for source in sources:
             try:
                 placed = self.lay_out(self.text_of(source))
@@ -224,7 +280,7 @@ class TextAdapter(ModalityAdapter):
             print(f"xmodal preview: {note}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.decode(source)[0].numpy()).save(path)
+        Image.fromarray(self.render(self.text_of(source))).save(path)
         return path
 
 
@@ -249,8 +305,10 @@ class RenderedTextImage(nn.Module):
 class RenderStats:
     """Truncation and missing-glyph counts over a set of texts."""
 
-    def __init__(self, total: int = 0) -> None:
+    def __init__(self, total: int = 0,
+                 hint: str = "raise image_size or lower font_size/cell_size") -> None:
         self.total = total
+        self.hint = hint
         self.truncated = 0
         self.with_missing = 0
         self.missing: Counter[str] = Counter()
@@ -265,8 +323,7 @@ class RenderStats:
     def describe(self) -> str:
         parts = []
         if self.truncated:
-            parts.append(f"{self.truncated} of {self.total} texts truncated to fit the image "
-                         f"(raise image_size or lower font_size/cell_size)")
+            parts.append(f"{self.truncated} of {self.total} texts truncated ({self.hint})")
         if self.with_missing:
             parts.append(self.describe_missing())
         return "; ".join(parts)

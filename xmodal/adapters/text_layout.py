@@ -55,7 +55,7 @@ def prepare_text(text: str, form: str = "NFC") -> str:
     )
 
 
-def _resolve(chain: FontChain, ch: str, missing: list[str]) -> tuple[str, int]:
+def resolve_char(chain: FontChain, ch: str, missing: list[str]) -> tuple[str, int]:
     """The character to draw and its font; a replacement mark when no font has it."""
     index = chain.font_index(ch)
     if index >= 0:
@@ -78,7 +78,7 @@ def layout_grid(text: str, chain: FontChain, height: int, width: int, cell: int,
     for position, ch in enumerate(chars[:limit]):
         if ch == " ":
             continue
-        ch, index = _resolve(chain, ch, out.missing)
+        ch, index = resolve_char(chain, ch, out.missing)
         row, col = divmod(position, cols)
         out.runs.append((col * cell + cell / 2 + dx, row * cell + cell / 2 + dy, ch, index))
     return out
@@ -137,7 +137,7 @@ def layout_lines(text: str, chain: FontChain, height: int, width: int, font_size
             continue
         glyphs = []
         for ch in token:
-            ch, index = _resolve(chain, ch, out.missing)
+            ch, index = resolve_char(chain, ch, out.missing)
             glyphs.append((ch, index, chain.width(ch, index, font_size)))
         word_width = sum(g[2] for g in glyphs)
         gap = space if pending_space else 0.0

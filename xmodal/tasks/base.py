@@ -56,6 +56,9 @@ class BaseTask(pl.LightningModule):
         feature_cache: compute the frozen prefix's output once and train only the rest
             (:mod:`xmodal.feature_cache`): ``true``, ``false`` or ``auto`` (when the
             input is not augmented and it pays off).
+        sequence_hidden: width of the glyph n-gram encoder
+            (:class:`~xmodal.adapters.text_glyphs.GlyphSequencePool`), used only when
+            the adapter decodes glyph sequences (text ``layout: glyphs``).
     """
 
     def __init__(
@@ -83,13 +86,16 @@ class BaseTask(pl.LightningModule):
         monitor: str = "val/acc",
         monitor_mode: str = "max",
         feature_cache: bool | str = "auto",
+        sequence_hidden: int = 256,
     ) -> None:
         super().__init__()
+        self._frozen_glyphs: dict[int, torch.Tensor] = {}
         self.save_hyperparameters()
         self._create_backbone()
         self.device_transform: nn.Module | None = None
         self.augment: nn.Module | None = None
         self.head: nn.Module | None = None
+        self.sequence_pool: nn.Module | None = None
         self.prefix_cache: Any = None  # set by xmodal.feature_cache.FeatureCache during fit
         self.apply_freeze()
         if input_adapter is not None:
@@ -162,6 +168,11 @@ class BaseTask(pl.LightningModule):
             raise RuntimeError("strategy 'auto' needs a data module to measure")
         advice = advise(datamodule, backbone=self.hparams.backbone, weights=self.hparams.weights)
         print(advice.report())
+        if self.sequence_pool is not None:
+            from xmodal.errors import ConfigError
+
+            raise ConfigError("strategy: auto probes whole images; the text layout glyphs has "
+                              "none: pick a strategy (freeze_k, linear_probe, ...)")
         self.hparams.strategy = advice.strategy
         for key, value in advice.args.items():
             self.hparams[key] = value
@@ -175,6 +186,19 @@ class BaseTask(pl.LightningModule):
         self.hparams.input_adapter = self.adapter.config()
         self.device_transform = self.adapter.device_transform(self.data_config)
         self.augment = self.adapter.train_augment()
+        self._build_sequence_pool()
+
+    def _build_sequence_pool(self) -> None:
+        """For glyph-sequence input, the trainable pool the head sits on."""
+        if not self.adapter.sequence_input:
+            self.sequence_pool = None
+            self.num_features = self.backbone.num_features
+            return
+        from xmodal.adapters.text_glyphs import GlyphSequencePool
+
+        self.sequence_pool = GlyphSequencePool(self.backbone.num_features,
+                                               hidden=int(self.hparams.get("sequence_hidden", 256)))
+        self.num_features = self.sequence_pool.out_features
 
     @property
     def active_augment(self) -> nn.Module | None:
@@ -218,12 +242,44 @@ class BaseTask(pl.LightningModule):
 
     def features(self, batch_inputs: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, num_features)``."""
+        if self.sequence_pool is not None:
+            return self.glyph_features(batch_inputs)
         if self.prefix_cache is not None and self.prefix_cache.serves(batch_inputs):
             with self._profile("xmodal: backbone (after cached prefix)"):
                 return self.prefix_cache.suffix(batch_inputs, self.hparams.channels_last)
         images = self.to_image(batch_inputs)
         with self._profile("xmodal: backbone"):
             return self.backbone(images)
+
+    def glyph_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """Glyph sequences ``(B, L)``: the backbone sees each distinct glyph of the batch
+        once; the sequence pool combines the glyph features in text order."""
+        from xmodal.adapters.text_glyphs import split_codes
+
+        distinct, inverse, mask = split_codes(codes)
+        with self._profile("xmodal: backbone (distinct glyphs)"):
+            glyph_features = self._distinct_glyph_features(distinct)
+        return self.sequence_pool(glyph_features, inverse, mask)
+
+    def _distinct_glyph_features(self, distinct: torch.Tensor) -> torch.Tensor:
+        """Backbone features of glyphs; kept per code point while nothing can change them
+        (backbone frozen, no augmentation), so a linear probe runs the backbone once."""
+        augment = self.active_augment if self.training else None
+        frozen = augment is None and not any(p.requires_grad for p in self.backbone.parameters())
+        if not frozen:
+            self._frozen_glyphs.clear()
+            images = self.to_image(distinct)
+            return self.backbone(images)
+        codes = distinct.tolist()
+        new = [code for code in codes if code not in self._frozen_glyphs]
+        if new:
+            was_training = self.backbone.training
+            self.backbone.eval()
+            with torch.no_grad():
+                computed = self.backbone(self.to_image(torch.tensor(new, device=distinct.device)))
+            self.backbone.train(was_training)
+            self._frozen_glyphs.update(zip(new, computed))
+        return torch.stack([self._frozen_glyphs[code] for code in codes])
 
     def _profile(self, action: str) -> Any:
         """The trainer's profiler context for ``action`` (``xmodal fit --profile``)."""
@@ -232,6 +288,14 @@ class BaseTask(pl.LightningModule):
 
     def forward(self, batch_inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(batch_inputs))
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "BaseTask":
+        self._frozen_glyphs.clear()  # kept glyph features live on the old device/dtype
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self._frozen_glyphs.clear()  # new weights, new glyph features
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def train(self, mode: bool = True) -> "BaseTask":
         super().train(mode)

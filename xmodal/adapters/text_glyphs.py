@@ -1,0 +1,158 @@
+"""The ``glyphs`` text layout: a text as a sequence of character images.
+
+A page of rendered text (``lines``, ``grid``) asks the backbone to *read*: to find
+characters in a large image and learn what each of thousands of shapes means from a
+few thousand examples. The ``glyphs`` layout renders every distinct character once
+into its own ``cell_size`` square, runs the backbone on the distinct glyphs of a
+batch, and lets a small trainable n-gram encoder (:class:`GlyphSequencePool`) combine
+the glyph features in text order (the Glyce / glyph-embedding idea).
+
+Why it works with little data: a character's features come from its *shape*, so two
+characters that look alike get nearly the same features (Latin ``a`` and Cyrillic
+``а`` render to the same pixels), and a batch costs one backbone pass per distinct
+character instead of one large image per text.
+
+Decoding yields a fixed-length ``int32`` vector of code points (``0`` pads), so the
+decode cache stores 1 kB per text; :class:`GlyphAtlas` renders each code point the
+first time it is seen and keeps it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from torch.nn import functional as F
+
+from xmodal.adapters.text_fonts import FontChain
+from xmodal.adapters.text_layout import Layout, resolve_char
+
+#: Code point that pads a decoded glyph sequence (never a character: NUL is dropped).
+PAD = 0
+
+
+def layout_glyphs(text: str, chain: FontChain, max_chars: int) -> tuple[list[int], Layout]:
+    """Code points of a prepared ``text`` (whitespace runs -> one space), cut at ``max_chars``.
+
+    Returns:
+        The code points (characters no font has replaced by the replacement mark) and
+        a :class:`Layout` carrying only ``truncated`` and ``missing``.
+    """
+    chars = list(" ".join(text.split()))
+    out = Layout(anchor="mm", truncated=len(chars) > max_chars)
+    codes = [ord(resolve_char(chain, ch, out.missing)[0]) if ch != " " else 32
+             for ch in chars[:max_chars]]
+    return codes, out
+
+
+def render_glyph(chain: FontChain, code: int, cell: int, font_size: int,
+                 foreground: int, background: int) -> np.ndarray:
+    """One character centred in a ``cell`` x ``cell`` square: ``(cell, cell)`` uint8."""
+    image = Image.new("L", (cell, cell), background)
+    if code not in (PAD, 32):
+        ch, index = resolve_char(chain, chr(code), [])
+        ImageDraw.Draw(image).text((cell / 2, cell / 2), ch, fill=foreground,
+                                   font=chain.face(index, font_size), anchor="mm")
+    return np.asarray(image, dtype=np.uint8)
+
+
+class GlyphAtlas(nn.Module):
+    """Distinct code points ``(U,)`` -> normalised glyph images ``(U, 3, cell, cell)``.
+
+    Each code point is drawn once (Pillow, on the CPU) and kept, so after the first
+    epoch no glyph is drawn again.
+    """
+
+    def __init__(self, fonts: Sequence[str], cell: int, font_size: int, foreground: int,
+                 background: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.chain = FontChain(list(fonts))
+        self.cell, self.font_size = int(cell), int(font_size)
+        self.foreground, self.background = int(foreground), int(background)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self._drawn: dict[int, torch.Tensor] = {}
+
+    def glyph(self, code: int) -> torch.Tensor:
+        """The ``(cell, cell)`` uint8 image of one code point (drawn on first use)."""
+        image = self._drawn.get(code)
+        if image is None:
+            image = torch.from_numpy(render_glyph(self.chain, code, self.cell, self.font_size,
+                                                  self.foreground, self.background).copy())
+            self._drawn[code] = image
+        return image
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        grey = torch.stack([self.glyph(int(code)) for code in codes.tolist()])
+        grey = grey.to(self.mean.device).float().div_(255.0).unsqueeze(1)
+        return (grey.expand(-1, self.mean.shape[1], -1, -1) - self.mean) / self.std
+
+
+class GlyphJitter(nn.Module):
+    """Training augmentation: every glyph image moves by up to ``shift`` pixels."""
+
+    def __init__(self, shift: int) -> None:
+        super().__init__()
+        self.shift = int(shift)
+
+    def forward(self, glyphs: torch.Tensor) -> torch.Tensor:
+        if self.shift <= 0:
+            return glyphs
+        pad = self.shift
+        padded = F.pad(glyphs, (pad, pad, pad, pad), mode="replicate")
+        size = glyphs.shape[-1]
+        offsets = torch.randint(0, 2 * pad + 1, (glyphs.shape[0], 2)).tolist()
+        return torch.stack([padded[i, :, dy:dy + size, dx:dx + size]
+                            for i, (dy, dx) in enumerate(offsets)])
+
+
+class GlyphSequencePool(nn.Module):
+    """Per-glyph backbone features -> one vector per text.
+
+    Glyph features are projected to ``hidden`` dimensions, looked up in text order,
+    passed through 1-D convolutions of widths ``kernels`` (character n-gram
+    detectors) and pooled over the text by maximum and by mean (padding excluded).
+    The projection runs on the distinct glyphs, not on every position.
+
+    Args:
+        in_features: the backbone's pooled feature size.
+        hidden: channels of the projection and of every convolution.
+        kernels: convolution widths (n-gram lengths).
+        dropout: dropout on the looked-up glyph vectors.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 256, kernels: Sequence[int] = (1, 2, 3, 4),
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_features)
+        self.proj = nn.Linear(in_features, hidden)
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=k // 2) for k in kernels)
+        self.drop = nn.Dropout(dropout)
+        self.out_features = 2 * len(self.convs) * hidden
+
+    def forward(self, glyph_features: torch.Tensor, inverse: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """``glyph_features (U, D)``, ``inverse (B, L)`` indices into them, ``mask (B, L)``."""
+        table = F.gelu(self.proj(self.norm(glyph_features)))
+        x = self.drop(table[inverse]).transpose(1, 2)
+        keep = mask.unsqueeze(1).to(x.dtype)
+        count = keep.sum(-1).clamp(min=1.0)
+        length = inverse.shape[1]
+        pooled = []
+        for conv in self.convs:
+            y = F.gelu(conv(x))[..., :length]
+            pooled.append((y * keep - (1.0 - keep) * 1e4).amax(-1))
+            pooled.append((y * keep).sum(-1) / count)
+        return torch.cat(pooled, dim=1)
+
+
+def split_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoded batch ``(B, L)`` -> distinct code points, their index per position, mask."""
+    codes = codes.long()
+    distinct, inverse = torch.unique(codes, return_inverse=True)
+    return distinct, inverse, codes != PAD
