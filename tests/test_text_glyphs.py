@@ -127,10 +127,30 @@ def test_linear_probe_runs_the_backbone_once_per_glyph() -> None:
     distinct = len(torch.unique(batch))
     assert calls == [distinct]  # the second pass used the kept glyph features
     assert torch.allclose(first, second) if not task.sequence_pool.training else first.shape == second.shape
-    assert len(task._frozen_glyphs) == distinct
+    assert len(task.glyph_memo.kept) == distinct
     assert task.hparams.input_adapter["layout"] == "glyphs"
     task.load_state_dict(task.state_dict())
-    assert not task._frozen_glyphs  # new weights: features computed again
+    assert not task.glyph_memo.kept  # new weights: features computed again
+
+
+def test_frozen_stages_run_once_per_glyph_and_match_the_full_backbone() -> None:
+    data = _sample_data()
+    data.setup("fit")
+    task = ClassificationTask(freeze=3, input_adapter=data.adapter.config(),
+                              class_names=data.class_names, feature_cache=False)
+    task.eval()
+    batch = next(iter(data.val_dataloader()))["input"]
+    with torch.no_grad():
+        memo = task.features(batch)
+        stem_calls = []
+        hook = task.backbone.conv_stem.register_forward_hook(lambda m, i, o: stem_calls.append(1))
+        again = task.features(batch)
+        hook.remove()
+        task.glyph_memo.clear()
+        task.glyph_memo.features = lambda backbone, to_image, distinct: backbone(to_image(distinct))
+        full = task.features(batch)
+    assert not stem_calls  # the frozen stem and stages 1-3 did not run again
+    assert torch.allclose(memo, again) and torch.allclose(memo, full, atol=1e-4)
 
 
 def test_short_fit_learns_spam_from_glyphs(tmp_path) -> None:

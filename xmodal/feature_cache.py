@@ -164,6 +164,47 @@ def stochastic_modules(split: PrefixSplit) -> list[str]:
     return found
 
 
+class GlyphPrefixMemo:
+    """The frozen backbone prefix's output per glyph code point (text layout ``glyphs``).
+
+    A glyph's image never changes, so while the first ``k`` stages are frozen their
+    output for a code point is computed once and kept; each batch then runs only the
+    trainable stages, on its distinct glyphs. With the whole backbone frozen (a linear
+    probe) the kept value is the pooled feature itself. A different number of frozen
+    stages (gradual unfreezing), stochastic prefix modules, new weights or a device move
+    start over.
+    """
+
+    def __init__(self) -> None:
+        self.split: PrefixSplit | None = None
+        self.stages: int | None = -1
+        self.kept: dict[int, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.split, self.stages = None, -1
+        self.kept.clear()
+
+    def features(self, backbone: nn.Module, to_image: Any, distinct: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of the glyphs of ``distinct`` code points."""
+        stages = frozen_stage_count(backbone)
+        if stages == 0:
+            self.clear()
+            return backbone(to_image(distinct))
+        if self.split is None or stages != self.stages:
+            self.clear()
+            split = PrefixSplit(backbone, stages, to_image(distinct[:1]))
+            if stochastic_modules(split):
+                return backbone(to_image(distinct))
+            self.split, self.stages = split, stages
+        codes = distinct.tolist()
+        new = [code for code in codes if code not in self.kept]
+        if new:
+            with torch.no_grad():
+                computed = self.split.prefix(to_image(torch.tensor(new, device=distinct.device)))
+            self.kept.update(zip(new, computed))
+        return self.split.suffix(torch.stack([self.kept[code] for code in codes]))
+
+
 class FeatureDataset(Dataset):
     """Cached prefix features with the labels and names of the split they came from."""
 

@@ -89,7 +89,9 @@ class BaseTask(pl.LightningModule):
         sequence_hidden: int = 256,
     ) -> None:
         super().__init__()
-        self._frozen_glyphs: dict[int, torch.Tensor] = {}
+        from xmodal.feature_cache import GlyphPrefixMemo
+
+        self.glyph_memo = GlyphPrefixMemo()
         self.save_hyperparameters()
         self._create_backbone()
         self.device_transform: nn.Module | None = None
@@ -262,24 +264,13 @@ class BaseTask(pl.LightningModule):
         return self.sequence_pool(glyph_features, inverse, mask)
 
     def _distinct_glyph_features(self, distinct: torch.Tensor) -> torch.Tensor:
-        """Backbone features of glyphs; kept per code point while nothing can change them
-        (backbone frozen, no augmentation), so a linear probe runs the backbone once."""
+        """Backbone features of glyphs; the frozen part of the backbone runs once per code
+        point (:class:`~xmodal.feature_cache.GlyphPrefixMemo`), the rest on every batch."""
         augment = self.active_augment if self.training else None
-        frozen = augment is None and not any(p.requires_grad for p in self.backbone.parameters())
-        if not frozen:
-            self._frozen_glyphs.clear()
-            images = self.to_image(distinct)
-            return self.backbone(images)
-        codes = distinct.tolist()
-        new = [code for code in codes if code not in self._frozen_glyphs]
-        if new:
-            was_training = self.backbone.training
-            self.backbone.eval()
-            with torch.no_grad():
-                computed = self.backbone(self.to_image(torch.tensor(new, device=distinct.device)))
-            self.backbone.train(was_training)
-            self._frozen_glyphs.update(zip(new, computed))
-        return torch.stack([self._frozen_glyphs[code] for code in codes])
+        if augment is not None:
+            self.glyph_memo.clear()
+            return self.backbone(self.to_image(distinct))
+        return self.glyph_memo.features(self.backbone, self.to_image, distinct)
 
     def _profile(self, action: str) -> Any:
         """The trainer's profiler context for ``action`` (``xmodal fit --profile``)."""
@@ -290,11 +281,11 @@ class BaseTask(pl.LightningModule):
         return self.head(self.features(batch_inputs))
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "BaseTask":
-        self._frozen_glyphs.clear()  # kept glyph features live on the old device/dtype
+        self.glyph_memo.clear()  # kept glyph features live on the old device/dtype
         return super()._apply(fn, *args, **kwargs)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        self._frozen_glyphs.clear()  # new weights, new glyph features
+        self.glyph_memo.clear()  # new weights, new glyph features
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def train(self, mode: bool = True) -> "BaseTask":
