@@ -8,10 +8,14 @@ or replaced by a look-alike: Latin a/e/o/p/c -> Cyrillic а/е/о/р/с, 0 <-> O
 Also measures render throughput cold (Pillow) and cached (the decode cache).
 Writes ``bench/results/text.json``.
 
+Each data set trains as its shipped config says (``configs/NAME.yaml``: adapter,
+strategy, epochs, learning rate; the *recipe*, saved with the results), so
+``xmodal fit --config configs/NAME.yaml`` gives the measured model; flags override it.
+
 Usage::
 
     XMODAL_DATA=../shared/data nice -n 10 python bench/text.py [--seeds 0 1 2]
-        [--datasets sms_spam chnsenticorp] [--max-epochs 6] [--freeze 2]
+        [--datasets sms_spam chnsenticorp] [--max-epochs N] [--strategy S] [--adapter JSON]
 """
 
 from __future__ import annotations
@@ -102,24 +106,53 @@ def predict(model, adapter, texts: list[str], batch_size: int = 128) -> list[int
     return out
 
 
-def train_xmodal(name: str, seed: int, args: argparse.Namespace, workdir: Path):  # type: ignore[no-untyped-def]
+#: Model settings a recipe may set (``model.init_args`` of the config).
+RECIPE_MODEL_KEYS = ("backbone", "strategy", "freeze", "lr", "weight_decay", "scheduler",
+                     "warmup_epochs", "sequence_hidden", "label_smoothing", "dropout")
+
+
+def load_recipe(name: str, args: argparse.Namespace) -> dict:
+    """What ``xmodal fit --config configs/NAME.yaml`` trains, with command-line overrides.
+
+    The bench measures the shipped config, so a user running it gets the measured model.
+    """
+    import yaml
+
+    path = args.config_dir / f"{name}.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    data, trainer = config.get("data", {}), config.get("trainer", {})
+    init = config.get("model", {}).get("init_args", {})
+    recipe = {"config": path.resolve().relative_to(REPO).as_posix() if path.is_file() else None,
+              "adapter": {**(data.get("adapter") or {}), "augment": False},
+              "batch_size": data.get("batch_size", 64),
+              "max_epochs": trainer.get("max_epochs", 6),
+              "model": {key: init[key] for key in RECIPE_MODEL_KEYS if key in init}}
+    recipe["adapter"].update(args.adapter or {})
+    for key, value in (("batch_size", args.batch_size), ("max_epochs", args.max_epochs)):
+        if value is not None:
+            recipe[key] = value
+    for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden"):
+        value = getattr(args, key)
+        if value is not None:
+            recipe["model"][key] = int(value) if key == "freeze" and str(value).isdigit() else value
+    return recipe
+
+
+def train_xmodal(name: str, seed: int, recipe: dict, args: argparse.Namespace, workdir: Path):  # type: ignore[no-untyped-def]
     """Fit the classification task on ``name``'s train split; return (model, adapter, seconds)."""
     import pytorch_lightning as pl
 
     from xmodal.tasks.classification import ClassificationTask
 
     pl.seed_everything(seed, workers=True)
-    adapter = {"augment": False, **(args.adapter or {})}
-    data = XModalDataModule(dataset=name, modality="text", adapter=adapter,
-                            batch_size=args.batch_size, on_bad_file="warn", seed=0,
-                            cache_dir=str(workdir / "decoded"),
-                            per_class=args.per_class)
-    model = ClassificationTask(backbone=args.backbone, pretrained=True, freeze=args.freeze,
-                               strategy=args.strategy, sequence_hidden=args.sequence_hidden,
-                               lr=args.lr, weight_decay=0.01, scheduler="cosine",
-                               feature_cache="auto", early_stopping_patience=None,
-                               restore_best=True, label_smoothing=0.0, dropout=0.1)
-    trainer = pl.Trainer(max_epochs=args.max_epochs, default_root_dir=str(workdir / "runs"),
+    data = XModalDataModule(dataset=name, modality="text", adapter=recipe["adapter"],
+                            batch_size=recipe["batch_size"], on_bad_file="warn", seed=0,
+                            cache_dir=str(workdir / "decoded"), per_class=args.per_class)
+    settings = {"pretrained": True, "weight_decay": 0.01, "scheduler": "cosine",
+                "label_smoothing": 0.0, "dropout": 0.1, **recipe["model"]}
+    model = ClassificationTask(**settings, feature_cache="auto", early_stopping_patience=None,
+                               restore_best=True)
+    trainer = pl.Trainer(max_epochs=recipe["max_epochs"], default_root_dir=str(workdir / "runs"),
                          enable_progress_bar=False, enable_model_summary=False, logger=False,
                          enable_checkpointing=False, deterministic=False, num_sanity_val_steps=0)
     start = time.perf_counter()
@@ -148,12 +181,12 @@ def merge(results: dict, others: list[Path], datasets: list[str]) -> None:
     """Take the xmodal runs of other result files (seeds or data sets run in parallel)."""
     for other in others:
         extra = json.loads(other.read_text())
-        if extra["settings"].get("freeze") != results["settings"].get("freeze") or \
-                extra["settings"].get("max_epochs") != results["settings"].get("max_epochs"):
-            raise SystemExit(f"{other}: measured with other settings than {results['settings']}")
         for name in datasets:
             if name not in extra:
                 continue
+            if name in results and extra[name].get("recipe") != results[name].get("recipe"):
+                raise SystemExit(f"{other}: {name} measured with another recipe "
+                                 f"({extra[name].get('recipe')} vs {results[name].get('recipe')})")
             if name not in results:
                 results[name] = {**extra[name], "runs": []}
             seen = {r["seed"] for r in results[name]["runs"]}
@@ -173,45 +206,63 @@ def print_table(results: dict, datasets: list[str], out: Path) -> None:
             print(f"{name:<14}{model:<8}{row[f'{model}_acc']:>8.4f}{row[f'{model}_macro_f1']:>10.4f}"
                   f"{'' if spam is None else f'{spam:.4f}':>9}"
                   f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}")
+        recipe = row.get("recipe")
+        if recipe:
+            print(f"{'':<14}recipe {recipe['config']}: layout {recipe['adapter'].get('layout', 'lines')}, "
+                  + ", ".join(f"{k} {v}" for k, v in recipe["model"].items() if k in ("strategy", "freeze"))
+                  + f", {recipe['max_epochs']} epochs")
         if row["runs"]:
             print(f"{'':<14}seeds {row['seeds']}: acc " + " / ".join(f"{r['acc']:.4f}" for r in row["runs"])
                   + ", drop " + " / ".join(f"{r['drop']:.4f}" for r in row["runs"]))
-    print(f"\nrender: {results['render_per_s_cold']:.0f} texts/s cold, "
+    print(f"\nrender ({results.get('render_layout', 'lines')}): {results['render_per_s_cold']:.0f} texts/s cold, "
           f"{results['render_per_s_cached']:.0f} texts/s cached; results in {out}")
 
 
-def render_throughput(root: Path | None, count: int, workdir: Path) -> dict[str, float]:
-    """Texts/s rendering cold (Pillow, this process) and reading back from the decode cache."""
+def render_throughput(root: Path | None, count: int, workdir: Path, adapter_settings: dict) -> dict[str, float]:
+    """Texts/s from text to what the network sees, cold (a fresh process: Pillow draws
+    everything) and cached (the decode cache; ``glyphs``: glyphs already drawn).
+
+    For ``lines``/``grid`` that is the page render; for ``glyphs`` the code-point decode
+    plus the glyph images of each text through the :class:`GlyphAtlas`.
+    """
     spec = plugins.datasets().get("sms_spam")(root)
     items = spec.train[:count]
-    adapter = create_adapter({"modality": "text", **spec.adapter_defaults, "augment": False})
+    adapter = create_adapter({"modality": "text", **adapter_settings, "augment": False})
+    atlas = adapter.device_transform({}) if adapter.sequence_input else None
     cache = workdir / "render-cache"
+
+    def to_images(array: np.ndarray, batch: int = 64) -> None:
+        for start in range(0, array.shape[0], batch):  # batches, as training sees them
+            decoded = torch.from_numpy(np.array(array[start:start + batch]))
+            if atlas is not None:
+                atlas(torch.unique(decoded.long()))
+
     start = time.perf_counter()
-    scan(items, adapter, "warn", BadFiles(), num_workers=0, cache_dir=cache)
+    to_images(scan(items, adapter, "warn", BadFiles(), num_workers=0, cache_dir=cache).array)
     cold = len(items) / (time.perf_counter() - start)
     start = time.perf_counter()
-    result = scan(items, adapter, "warn", BadFiles(), num_workers=0, cache_dir=cache)
-    total = 0
-    for row in range(result.array.shape[0]):  # read every image back, as training would
-        total += int(torch.from_numpy(np.array(result.array[row])).shape[-1])
+    to_images(scan(items, adapter, "warn", BadFiles(), num_workers=0, cache_dir=cache).array)
     cached = len(items) / (time.perf_counter() - start)
-    return {"render_per_s_cold": cold, "render_per_s_cached": cached, "render_count": len(items)}
+    return {"render_per_s_cold": cold, "render_per_s_cached": cached, "render_count": len(items),
+            "render_layout": adapter.layout}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["sms_spam", "chnsenticorp"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-epochs", type=int, default=6)
-    parser.add_argument("--freeze", default="2", help="frozen backbone stages (cached once)")
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--strategy", default="freeze_k", help="fine-tuning strategy")
+    parser.add_argument("--config-dir", type=Path, default=REPO / "configs",
+                        help="each data set trains as configs/NAME.yaml says (the recipe)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe")
+    parser.add_argument("--freeze", default=None, help="override: frozen backbone stages")
+    parser.add_argument("--backbone", default=None, help="override the recipe")
+    parser.add_argument("--strategy", default=None, help="override: fine-tuning strategy")
     parser.add_argument("--adapter", type=json.loads, default=None,
-                        help='text adapter settings as JSON, e.g. {"layout": "glyphs"}')
-    parser.add_argument("--sequence-hidden", type=int, default=256,
-                        help="glyphs layout: width of the n-gram encoder")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
+                        help='override text adapter settings, as JSON: {"layout": "grid"}')
+    parser.add_argument("--sequence-hidden", type=int, default=None,
+                        help="override: glyphs layout n-gram encoder width")
+    parser.add_argument("--lr", type=float, default=None, help="override the recipe")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
     parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")
     parser.add_argument("--render-count", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text.json")
@@ -225,7 +276,6 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2))
         print_table(results, args.datasets, args.out)
         return
-    args.freeze = int(args.freeze) if str(args.freeze).isdigit() else args.freeze
     # OMP_NUM_THREADS (e.g. 1 under a CPU-slot wrapper or the docs test) wins over the default
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(4, os.cpu_count() or 1))))
     root = data_root()
@@ -234,8 +284,9 @@ def main() -> None:
     results["settings"]["cpu_threads"] = torch.get_num_threads()
     results["split"] = "data row index % 5 == 0 is test, rest train (xmodal holds out 10 % of train as val)"
 
-    results.update(render_throughput(root, args.render_count, workdir))
-    print(f"render throughput (sms_spam, {results['render_count']} texts): "
+    results.update(render_throughput(root, args.render_count, workdir,
+                                     load_recipe("sms_spam", args)["adapter"]))
+    print(f"render throughput (sms_spam, {results['render_layout']}, {results['render_count']} texts): "
           f"cold {results['render_per_s_cold']:.0f}/s, cached {results['render_per_s_cached']:.0f}/s")
 
     prepared = {}
@@ -251,7 +302,7 @@ def main() -> None:
                                               [i.label for i in spec.train], texts, perturbed)
         base = metrics(truth, base_pred, positive)
         base_p = metrics(truth, base_pert, positive)
-        row = {"tfidf_acc": base["acc"], "tfidf_macro_f1": base["macro_f1"],
+        row = {"recipe": load_recipe(name, args), "tfidf_acc": base["acc"], "tfidf_macro_f1": base["macro_f1"],
                "tfidf_perturbed_acc": base_p["acc"], "tfidf_drop": base["acc"] - base_p["acc"],
                "tfidf_seconds": time.perf_counter() - start,
                "n_train": len(spec.train), "n_test": len(texts), "runs": []}
@@ -267,7 +318,7 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: a cut-short run still covers every data set
         for name in args.datasets:
             texts, truth, perturbed, positive = prepared[name]
-            model, adapter, seconds = train_xmodal(name, seed, args, workdir)
+            model, adapter, seconds = train_xmodal(name, seed, results[name]["recipe"], args, workdir)
             clean = metrics(truth, predict(model, adapter, texts), positive)
             noisy = metrics(truth, predict(model, adapter, perturbed), positive)
             row = results[name]

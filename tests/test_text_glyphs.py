@@ -150,6 +150,9 @@ def test_frozen_stages_run_once_per_glyph_and_match_the_full_backbone() -> None:
         task.glyph_memo.features = lambda backbone, to_image, distinct: backbone(to_image(distinct))
         full = task.features(batch)
     assert not stem_calls  # the frozen stem and stages 1-3 did not run again
+    task.glyph_memo = type(task.glyph_memo)()
+    task.train()  # training: the trainable stages' BatchNorm sees the batch's glyphs
+    assert task.features(batch).requires_grad
     assert torch.allclose(memo, again) and torch.allclose(memo, full, atol=1e-4)
 
 

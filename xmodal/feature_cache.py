@@ -192,7 +192,13 @@ class GlyphPrefixMemo:
             return backbone(to_image(distinct))
         if self.split is None or stages != self.stages:
             self.clear()
-            split = PrefixSplit(backbone, stages, to_image(distinct[:1]))
+            modes = {module: module.training for module in backbone.modules()}
+            backbone.eval()  # tracing the module order must not move BatchNorm statistics
+            try:
+                split = PrefixSplit(backbone, stages, to_image(distinct[:1]))
+            finally:
+                for module, mode in modes.items():
+                    module.training = mode
             if stochastic_modules(split):
                 return backbone(to_image(distinct))
             self.split, self.stages = split, stages
