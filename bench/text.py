@@ -108,7 +108,8 @@ def predict(model, adapter, texts: list[str], batch_size: int = 128) -> list[int
 
 #: Model settings a recipe may set (``model.init_args`` of the config).
 RECIPE_MODEL_KEYS = ("backbone", "strategy", "freeze", "lr", "weight_decay", "scheduler",
-                     "warmup_epochs", "sequence_hidden", "label_smoothing", "dropout")
+                     "warmup_epochs", "sequence_hidden", "glyph_dropout", "label_smoothing",
+                     "dropout")
 
 
 def load_recipe(name: str, args: argparse.Namespace) -> dict:
@@ -131,7 +132,7 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
     for key, value in (("batch_size", args.batch_size), ("max_epochs", args.max_epochs)):
         if value is not None:
             recipe[key] = value
-    for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden"):
+    for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout"):
         value = getattr(args, key)
         if value is not None:
             recipe["model"][key] = int(value) if key == "freeze" and str(value).isdigit() else value
@@ -261,6 +262,8 @@ def main() -> None:
                         help='override text adapter settings, as JSON: {"layout": "grid"}')
     parser.add_argument("--sequence-hidden", type=int, default=None,
                         help="override: glyphs layout n-gram encoder width")
+    parser.add_argument("--glyph-dropout", type=float, default=None,
+                        help="override: glyphs layout, character positions blanked in training")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
     parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")

@@ -92,7 +92,7 @@ def test_glyph_jitter_moves_glyphs_in_place() -> None:
 
 def test_pool_ignores_padding_and_sees_order() -> None:
     torch.manual_seed(0)
-    pool = GlyphSequencePool(8, hidden=4, kernels=(1, 2)).eval()
+    pool = GlyphSequencePool(8, hidden=4, kernels=(1, 2), dropout=0.0).eval()
     features = torch.randn(5, 8)
     short = torch.tensor([[1, 2, 3, 3, 0, 0]])
     longer_pad = torch.tensor([[1, 2, 3, 3, 0, 0, 0, 0]])
@@ -102,6 +102,14 @@ def test_pool_ignores_padding_and_sees_order() -> None:
     assert torch.allclose(a, pool(features, longer_pad, codes_mask(longer_pad)), atol=1e-6)
     swapped = torch.tensor([[2, 1, 3, 3, 0, 0]])
     assert not torch.allclose(a, pool(features, swapped, codes_mask(swapped)))  # bigrams see order
+    pool.train()
+    assert torch.allclose(a, pool(features, short, codes_mask(short)))  # no dropout set
+    pool.glyph_dropout = 0.5
+    torch.manual_seed(1)
+    dropped = pool(features, short, codes_mask(short))
+    assert not torch.allclose(a, dropped)  # training blanks positions
+    pool.eval()
+    assert torch.allclose(a, pool(features, short, codes_mask(short)))  # evaluation never does
     distinct, inverse, mask = split_codes(torch.tensor([[99, 65, 0], [65, 0, 0]], dtype=torch.int32))
     assert distinct.tolist() == [0, 65, 99]
     assert inverse.tolist() == [[2, 1, 0], [1, 0, 0]] and mask.tolist() == [[1, 1, 0], [1, 0, 0]]

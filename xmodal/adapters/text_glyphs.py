@@ -124,11 +124,17 @@ class GlyphSequencePool(nn.Module):
         hidden: channels of the projection and of every convolution.
         kernels: convolution widths (n-gram lengths).
         dropout: dropout on the looked-up glyph vectors.
+        glyph_dropout: in training, the fraction of character positions blanked (their
+            vector zeroed, the rest left in place: "word dropout" for characters), so no
+            single character decides a prediction.
     """
 
     def __init__(self, in_features: int, hidden: int = 256, kernels: Sequence[int] = (1, 2, 3, 4),
-                 dropout: float = 0.3) -> None:
+                 dropout: float = 0.3, glyph_dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= glyph_dropout < 1.0:
+            raise ValueError(f"glyph_dropout must be in [0, 1), not {glyph_dropout}")
+        self.glyph_dropout = float(glyph_dropout)
         self.norm = nn.LayerNorm(in_features)
         self.proj = nn.Linear(in_features, hidden)
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=k // 2) for k in kernels)
@@ -140,6 +146,9 @@ class GlyphSequencePool(nn.Module):
         """``glyph_features (U, D)``, ``inverse (B, L)`` indices into them, ``mask (B, L)``."""
         table = F.gelu(self.proj(self.norm(glyph_features)))
         x = self.drop(table[inverse]).transpose(1, 2)
+        if self.training and self.glyph_dropout:
+            blank = torch.rand(inverse.shape, device=x.device) < self.glyph_dropout
+            x = x.masked_fill(blank.unsqueeze(1), 0.0)
         keep = mask.unsqueeze(1).to(x.dtype)
         count = keep.sum(-1).clamp(min=1.0)
         length = inverse.shape[1]

@@ -59,6 +59,8 @@ class BaseTask(pl.LightningModule):
         sequence_hidden: width of the glyph n-gram encoder
             (:class:`~xmodal.adapters.text_glyphs.GlyphSequencePool`), used only when
             the adapter decodes glyph sequences (text ``layout: glyphs``).
+        glyph_dropout: ``layout: glyphs``: fraction of character positions blanked in
+            training (character-level word dropout).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class BaseTask(pl.LightningModule):
         monitor_mode: str = "max",
         feature_cache: bool | str = "auto",
         sequence_hidden: int = 256,
+        glyph_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         from xmodal.feature_cache import GlyphPrefixMemo
@@ -198,8 +201,9 @@ class BaseTask(pl.LightningModule):
             return
         from xmodal.adapters.text_glyphs import GlyphSequencePool
 
-        self.sequence_pool = GlyphSequencePool(self.backbone.num_features,
-                                               hidden=int(self.hparams.get("sequence_hidden", 256)))
+        self.sequence_pool = GlyphSequencePool(
+            self.backbone.num_features, hidden=int(self.hparams.get("sequence_hidden", 256)),
+            glyph_dropout=float(self.hparams.get("glyph_dropout", 0.0)))
         self.num_features = self.sequence_pool.out_features
 
     @property
