@@ -131,6 +131,13 @@ class TextAdapter(ModalityAdapter):
         )
 
     @property
+    def ink(self) -> tuple[int, int]:
+        """``(foreground, background)`` grey levels as drawn (after ``invert``)."""
+        if self.invert:
+            return self.background, self.foreground
+        return self.foreground, self.background
+
+    @property
     def sequence_length(self) -> int:
         """``glyphs``: characters per decoded text (``max_chars``, default 256)."""
         return self.max_chars or 256
@@ -174,9 +181,7 @@ class TextAdapter(ModalityAdapter):
         if self.layout == "glyphs":
             return self.render_glyphs(layout_glyphs(text, chain, self.sequence_length)[0], chain)
         placed = self.lay_out(text, chain, size_delta, dx, dy)
-        foreground, background = self.foreground, self.background
-        if self.invert:
-            foreground, background = background, foreground
+        foreground, background = self.ink
         height, width = self.image_size
         image = Image.new("L", (width, height), background)
         draw = ImageDraw.Draw(image)
@@ -190,9 +195,7 @@ class TextAdapter(ModalityAdapter):
                       per_row: int = 16) -> np.ndarray:
         """Glyph images of ``codes`` tiled ``per_row`` to a row (for previews)."""
         chain = chain or self.chain
-        foreground, background = self.foreground, self.background
-        if self.invert:
-            foreground, background = background, foreground
+        foreground, background = self.ink
         cell = self.cell_size
         rows = max(1, -(-len(codes) // per_row))
         page = np.full((rows * cell, per_row * cell), background, dtype=np.uint8)
@@ -235,11 +238,7 @@ class TextAdapter(ModalityAdapter):
         mean = data_config.get("mean", IMAGENET_MEAN)
         std = data_config.get("std", IMAGENET_STD)
         if self.sequence_input:
-            foreground, background = self.foreground, self.background
-            if self.invert:
-                foreground, background = background, foreground
-            return GlyphAtlas(self.fonts, self.cell_size, self.font_size, foreground, background,
-                              mean, std)
+            return GlyphAtlas(self.fonts, self.cell_size, self.font_size, *self.ink, mean, std)
         return RenderedTextImage(mean, std)
 
     def train_augment(self) -> nn.Module | None:
