@@ -4,6 +4,7 @@ n-gram pool, the frozen-glyph memo, and a short fit on the packaged SMS sample."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from xmodal.data import XModalDataModule
 from xmodal.errors import ConfigError
 from xmodal.tasks.classification import ClassificationTask
 
+SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "xmodal" / "sample_data"
 GLYPHS = {"layout": "glyphs", "cell_size": 24, "font_size": 20, "max_chars": 64}
 #: Egyptian hieroglyph A001: in neither packaged font.
 NO_FONT_HAS_IT = "\U00013000"
@@ -116,8 +118,9 @@ def test_pool_ignores_padding_and_sees_order() -> None:
 
 
 def _sample_data(per_class: int | None = 40) -> XModalDataModule:
+    """The packaged 600-message SMS sample (whatever XMODAL_DATA says)."""
     return XModalDataModule(dataset="sms_spam", modality="text", adapter=GLYPHS, batch_size=32,
-                            num_workers=0, per_class=per_class)
+                            num_workers=0, per_class=per_class, root=str(SAMPLE_ROOT))
 
 
 def test_linear_probe_runs_the_backbone_once_per_glyph() -> None:
