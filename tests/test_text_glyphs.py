@@ -144,6 +144,32 @@ def test_linear_probe_runs_the_backbone_once_per_glyph() -> None:
     assert not task.glyph_memo.kept  # new weights: features computed again
 
 
+def test_stochastic_prefix_runs_the_whole_backbone_without_retracing(monkeypatch) -> None:
+    """A prefix with dropout has no fixed output to keep: every batch runs the backbone,
+    and the split is worked out once per frozen-stage count, not once per batch."""
+    import xmodal.feature_cache as feature_cache
+
+    data = _sample_data()
+    data.setup("fit")
+    task = ClassificationTask(strategy="linear_probe", input_adapter=data.adapter.config(),
+                              class_names=data.class_names)
+    task.backbone.drop_rate = 0.2  # dropout before the classifier: inside a linear probe's prefix
+    task.train()
+    splits = []
+    real_split = feature_cache.PrefixSplit
+    monkeypatch.setattr(feature_cache, "PrefixSplit",
+                        lambda *args: splits.append(1) or real_split(*args))
+    batch = next(iter(data.train_dataloader()))["input"]
+    calls = []
+    hook = task.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    for _ in range(3):
+        task.features(batch)
+    hook.remove()
+    distinct = len(torch.unique(batch))
+    assert splits == [1] and calls == [distinct] * 3
+    assert not task.glyph_memo.kept
+
+
 def test_frozen_stages_run_once_per_glyph_and_match_the_full_backbone() -> None:
     data = _sample_data()
     data.setup("fit")

@@ -190,8 +190,9 @@ class GlyphPrefixMemo:
         if stages == 0:
             self.clear()
             return backbone(to_image(distinct))
-        if self.split is None or stages != self.stages:
+        if stages != self.stages:
             self.clear()
+            self.stages = stages
             modes = {module: module.training for module in backbone.modules()}
             backbone.eval()  # tracing the module order must not move BatchNorm statistics
             try:
@@ -199,9 +200,11 @@ class GlyphPrefixMemo:
             finally:
                 for module, mode in modes.items():
                     module.training = mode
-            if stochastic_modules(split):
-                return backbone(to_image(distinct))
-            self.split, self.stages = split, stages
+            # A stochastic prefix (dropout, drop-path) has no fixed output to keep: with
+            # ``split`` left None this stage count runs the whole backbone, untraced again.
+            self.split = None if stochastic_modules(split) else split
+        if self.split is None:
+            return backbone(to_image(distinct))
         codes = distinct.tolist()
         new = [code for code in codes if code not in self.kept]
         if new:
