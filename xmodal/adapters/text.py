@@ -238,7 +238,8 @@ class TextAdapter(ModalityAdapter):
         mean = data_config.get("mean", IMAGENET_MEAN)
         std = data_config.get("std", IMAGENET_STD)
         if self.sequence_input:
-            return GlyphAtlas(self.fonts, self.cell_size, self.font_size, *self.ink, mean, std)
+            return GlyphAtlas(self.fonts, self.cell_size, self.font_size, *self.ink,
+                              normalise=RenderedTextImage(mean, std))
         return RenderedTextImage(mean, std)
 
     def train_augment(self) -> nn.Module | None:

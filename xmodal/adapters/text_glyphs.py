@@ -63,19 +63,18 @@ class GlyphAtlas(nn.Module):
     """Distinct code points ``(U,)`` -> normalised glyph images ``(U, 3, cell, cell)``.
 
     Each code point is drawn once (Pillow, on the CPU) and kept, so after the first
-    epoch no glyph is drawn again.
+    epoch no glyph is drawn again. ``normalise`` turns the ``(U, 1, cell, cell)`` uint8
+    glyphs into backbone input, the same module the page layouts use, and its buffers
+    say which device the glyphs go to.
     """
 
     def __init__(self, fonts: Sequence[str], cell: int, font_size: int, foreground: int,
-                 background: int, mean: Sequence[float], std: Sequence[float]) -> None:
+                 background: int, normalise: nn.Module) -> None:
         super().__init__()
         self.chain = FontChain(list(fonts))
         self.cell, self.font_size = int(cell), int(font_size)
         self.foreground, self.background = int(foreground), int(background)
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
+        self.normalise = normalise
         self._drawn: dict[int, torch.Tensor] = {}
 
     def glyph(self, code: int) -> torch.Tensor:
@@ -88,9 +87,9 @@ class GlyphAtlas(nn.Module):
         return image
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        grey = torch.stack([self.glyph(int(code)) for code in codes.tolist()])
-        grey = grey.to(self.mean.device).float().div_(255.0).unsqueeze(1)
-        return (grey.expand(-1, self.mean.shape[1], -1, -1) - self.mean) / self.std
+        grey = torch.stack([self.glyph(int(code)) for code in codes.tolist()]).unsqueeze(1)
+        device = next(self.normalise.buffers(), codes).device
+        return self.normalise(grey.to(device))
 
 
 class GlyphJitter(nn.Module):
