@@ -14,7 +14,7 @@ import torch
 
 from xmodal.checkpointing import (AtomicCheckpointIO, BestCheckpoint, ResumeState, atomic_torch_save,
                                   find_last_checkpoint)
-from xmodal.data.resume import ResumableLoader, ResumableSampler
+from xmodal.data.resume import LengthGroupedSampler, ResumableLoader, ResumableSampler
 
 
 class Unpicklable:
@@ -78,6 +78,30 @@ def test_loader_resumes_mid_epoch() -> None:
     assert [batch.tolist() for batch in fresh] == full[2:]
     assert [batch.tolist() for batch in fresh] == full  # the next pass is a whole epoch
     assert len(fresh) == 5
+
+
+def test_length_grouped_batches_are_alike_shuffled_and_resumable() -> None:
+    lengths = torch.randint(1, 257, (203,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, group=5)
+    order = list(sampler)
+    assert sorted(order) == list(range(203)) and list(sampler) == order
+    batches = [order[i:i + 8] for i in range(0, 200, 8)]  # drop_last leaves the 3 after these
+
+    def spread(batch: list[int]) -> int:
+        return max(lengths[i] for i in batch) - min(lengths[i] for i in batch)
+
+    random_order = ResumableSampler(203, seed=3).order()
+    random_batches = [random_order[i:i + 8] for i in range(0, 200, 8)]
+    assert sum(map(spread, batches)) < sum(map(spread, random_batches)) / 3
+    firsts = [lengths[batch[0]] for batch in batches]
+    assert firsts != sorted(firsts, reverse=True)  # batch order is shuffled, not long to short
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+    loader = ResumableLoader(list(range(203)), batch_size=8, drop_last=True,
+                             sampler=LengthGroupedSampler(lengths, batch_size=8, seed=3, group=5))
+    assert [batch.tolist() for batch in loader] == batches
+    loader.load_state_dict({"epoch": 0, "batches": 10})
+    assert [batch.tolist() for batch in loader] == batches[10:]
 
 
 def test_a_saved_position_applies_to_its_own_epoch_only() -> None:

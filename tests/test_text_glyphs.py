@@ -14,6 +14,7 @@ import torch
 from xmodal.adapters.text import TextAdapter
 from xmodal.adapters.text_glyphs import GlyphJitter, GlyphSequencePool, split_codes
 from xmodal.data import XModalDataModule
+from xmodal.data.resume import LengthGroupedSampler
 from xmodal.errors import ConfigError
 from xmodal.tasks.classification import ClassificationTask
 
@@ -102,6 +103,8 @@ def test_pool_ignores_padding_and_sees_order() -> None:
     a = pool(features, short, codes_mask(short))
     assert a.shape == (1, pool.out_features) == (1, 16)
     assert torch.allclose(a, pool(features, longer_pad, codes_mask(longer_pad)), atol=1e-6)
+    cut = short[:, :4]  # a batch cut at its longest text: the same vector
+    assert torch.allclose(a, pool(features, cut, codes_mask(cut)), atol=1e-6)
     swapped = torch.tensor([[2, 1, 3, 3, 0, 0]])
     assert not torch.allclose(a, pool(features, swapped, codes_mask(swapped)))  # bigrams see order
     pool.train()
@@ -112,9 +115,10 @@ def test_pool_ignores_padding_and_sees_order() -> None:
     assert not torch.allclose(a, dropped)  # training blanks positions
     pool.eval()
     assert torch.allclose(a, pool(features, short, codes_mask(short)))  # evaluation never does
-    distinct, inverse, mask = split_codes(torch.tensor([[99, 65, 0], [65, 0, 0]], dtype=torch.int32))
+    codes = torch.tensor([[99, 65, 0, 0], [65, 0, 0, 0]], dtype=torch.int32)
+    distinct, inverse, mask = split_codes(codes)  # cut after the longest text (2)
     assert distinct.tolist() == [0, 65, 99]
-    assert inverse.tolist() == [[2, 1, 0], [1, 0, 0]] and mask.tolist() == [[1, 1, 0], [1, 0, 0]]
+    assert inverse.tolist() == [[2, 1], [1, 0]] and mask.tolist() == [[1, 1], [1, 0]]
 
 
 def _sample_data(per_class: int | None = 40) -> XModalDataModule:
@@ -126,6 +130,7 @@ def _sample_data(per_class: int | None = 40) -> XModalDataModule:
 def test_linear_probe_runs_the_backbone_once_per_glyph() -> None:
     data = _sample_data()
     data.setup("fit")
+    assert isinstance(data.train_dataloader().sampler, LengthGroupedSampler)
     task = ClassificationTask(strategy="linear_probe", input_adapter=data.adapter.config(),
                               class_names=data.class_names)
     task.train()
@@ -200,7 +205,7 @@ def test_short_fit_learns_spam_from_glyphs(tmp_path) -> None:
     data = _sample_data(per_class=None)
     task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64,
                               early_stopping_patience=None, restore_best=False)
-    trainer = pl.Trainer(max_epochs=6, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=str(tmp_path))
     trainer.fit(task, datamodule=data)

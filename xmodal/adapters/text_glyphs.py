@@ -144,11 +144,13 @@ class GlyphSequencePool(nn.Module):
                 mask: torch.Tensor) -> torch.Tensor:
         """``glyph_features (U, D)``, ``inverse (B, L)`` indices into them, ``mask (B, L)``."""
         table = F.gelu(self.proj(self.norm(glyph_features)))
-        x = self.drop(table[inverse]).transpose(1, 2)
+        keep = mask.unsqueeze(1).to(table.dtype)
+        # padding is zero, as the convolutions' own padding is: a text's vector does not
+        # depend on how far its batch was padded (split_codes cuts at the longest text)
+        x = self.drop(table[inverse]).transpose(1, 2) * keep
         if self.training and self.glyph_dropout:
             blank = torch.rand(inverse.shape, device=x.device) < self.glyph_dropout
             x = x.masked_fill(blank.unsqueeze(1), 0.0)
-        keep = mask.unsqueeze(1).to(x.dtype)
         count = keep.sum(-1).clamp(min=1.0)
         length = inverse.shape[1]
         pooled = []
@@ -160,7 +162,12 @@ class GlyphSequencePool(nn.Module):
 
 
 def split_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A decoded batch ``(B, L)`` -> distinct code points, their index per position, mask."""
+    """A decoded batch ``(B, L)`` -> distinct code points, their index per position, mask.
+
+    Positions after the batch's longest text are cut off (decoding pads at the end).
+    """
     codes = codes.long()
+    longest = int((codes != PAD).sum(dim=1).max()) if codes.numel() else 0
+    codes = codes[:, :max(longest, 1)]
     distinct, inverse = torch.unique(codes, return_inverse=True)
     return distinct, inverse, codes != PAD

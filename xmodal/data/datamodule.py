@@ -16,7 +16,7 @@ from xmodal import plugins
 from xmodal.adapters.base import ModalityAdapter, create_adapter
 from xmodal.data.paths import cache_root, data_root
 from xmodal.data.readers import read_folder, read_manifest
-from xmodal.data.resume import ResumableLoader, ResumableSampler
+from xmodal.data.resume import LengthGroupedSampler, ResumableLoader, ResumableSampler
 from xmodal.data.scan import BadFiles, apply_policy, scan
 from xmodal.data.spec import DatasetSpec, Item, per_class_subset, split_off
 from xmodal.errors import ConfigError, XModalError
@@ -289,10 +289,18 @@ class XModalDataModule(pl.LightningDataModule):
             return DataLoader(dataset, shuffle=False, **options)
         # training: a seeded order per epoch that `--ckpt_path last` resumes mid-epoch
         generator = torch.Generator().manual_seed(self.hparams.seed)
-        loader = ResumableLoader(dataset, sampler=ResumableSampler(len(dataset), self.hparams.seed),
+        loader = ResumableLoader(dataset, sampler=self._train_sampler(dataset),
                                  generator=generator, **options)
         loader.position = self._batches_done
         return loader
+
+    def _train_sampler(self, dataset: Dataset) -> ResumableSampler:
+        """Sequences of decoded code points (text ``layout: glyphs``) are batched by
+        length: a batch is cut to its longest text, so similar lengths run faster."""
+        if self.adapter.sequence_input and isinstance(dataset, ArrayDataset):
+            lengths = (np.asarray(dataset.array) != 0).sum(axis=-1).tolist()
+            return LengthGroupedSampler(lengths, self.hparams.batch_size, self.hparams.seed)
+        return ResumableSampler(len(dataset), self.hparams.seed)
 
     def _batches_done(self) -> int:
         """Batches of the current epoch already trained on (saved in ``last.ckpt``)."""
