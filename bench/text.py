@@ -126,10 +126,12 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
     recipe = {"config": path.resolve().relative_to(REPO).as_posix() if path.is_file() else None,
               "adapter": {**(data.get("adapter") or {}), "augment": False},
               "batch_size": data.get("batch_size", 64),
+              "group_by_length": bool(data.get("group_by_length", False)),
               "max_epochs": trainer.get("max_epochs", 6),
               "model": {key: init[key] for key in RECIPE_MODEL_KEYS if key in init}}
     recipe["adapter"].update(args.adapter or {})
-    for key, value in (("batch_size", args.batch_size), ("max_epochs", args.max_epochs)):
+    for key, value in (("batch_size", args.batch_size), ("max_epochs", args.max_epochs),
+                       ("group_by_length", args.group_by_length)):
         if value is not None:
             recipe[key] = value
     for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout"):
@@ -148,6 +150,7 @@ def train_xmodal(name: str, seed: int, recipe: dict, args: argparse.Namespace, w
     pl.seed_everything(seed, workers=True)
     data = XModalDataModule(dataset=name, modality="text", adapter=recipe["adapter"],
                             batch_size=recipe["batch_size"], on_bad_file="warn", seed=0,
+                            group_by_length=recipe.get("group_by_length", False),
                             cache_dir=str(workdir / "decoded"), per_class=args.per_class)
     settings = {"pretrained": True, "weight_decay": 0.01, "scheduler": "cosine",
                 "label_smoothing": 0.0, "dropout": 0.1, **recipe["model"]}
@@ -266,6 +269,8 @@ def main() -> None:
                         help="override: glyphs layout, character positions blanked in training")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
+    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"),
+                        default=None, help="override: like-length batches (true/false)")
     parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")
     parser.add_argument("--render-count", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text.json")

@@ -121,14 +121,17 @@ def test_pool_ignores_padding_and_sees_order() -> None:
     assert inverse.tolist() == [[2, 1], [1, 0]] and mask.tolist() == [[1, 1], [1, 0]]
 
 
-def _sample_data(per_class: int | None = 40) -> XModalDataModule:
+def _sample_data(per_class: int | None = 40, **options) -> XModalDataModule:
     """The packaged 600-message SMS sample (whatever XMODAL_DATA says)."""
     return XModalDataModule(dataset="sms_spam", modality="text", adapter=GLYPHS, batch_size=32,
-                            num_workers=0, per_class=per_class, root=str(SAMPLE_ROOT))
+                            num_workers=0, per_class=per_class, root=str(SAMPLE_ROOT), **options)
 
 
 def test_linear_probe_runs_the_backbone_once_per_glyph() -> None:
-    data = _sample_data()
+    default = _sample_data()
+    default.setup("fit")
+    assert not isinstance(default.train_dataloader().sampler, LengthGroupedSampler)
+    data = _sample_data(group_by_length=True)
     data.setup("fit")
     assert isinstance(data.train_dataloader().sampler, LengthGroupedSampler)
     task = ClassificationTask(strategy="linear_probe", input_adapter=data.adapter.config(),

@@ -85,6 +85,11 @@ class XModalDataModule(pl.LightningDataModule):
         cache_max_gb: size limit of the decode cache folder; the least recently used
             entries are evicted when a new one would exceed it (``None``: no limit).
         seed: seed of the validation split and the ``per_class`` subset.
+        group_by_length: for sequence input (text ``layout: glyphs``), train on batches of
+            similar length (:class:`~xmodal.data.resume.LengthGroupedSampler`): faster,
+            as a batch is cut at its longest text, but off by default (as in Hugging
+            Face's ``group_by_length``) because length often goes with the label
+            (spam is longer than ham) and like-length batches then lean to one class.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class XModalDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         cache_max_gb: float | None = 50.0,
         seed: int = 0,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -295,9 +301,10 @@ class XModalDataModule(pl.LightningDataModule):
         return loader
 
     def _train_sampler(self, dataset: Dataset) -> ResumableSampler:
-        """Sequences of decoded code points (text ``layout: glyphs``) are batched by
-        length: a batch is cut to its longest text, so similar lengths run faster."""
-        if self.adapter.sequence_input and isinstance(dataset, ArrayDataset):
+        """With ``group_by_length``, sequences of decoded code points (text ``layout:
+        glyphs``) are batched by length: each batch is cut at its longest text."""
+        if (self.hparams.get("group_by_length") and self.adapter.sequence_input
+                and isinstance(dataset, ArrayDataset)):
             lengths = (np.asarray(dataset.array) != 0).sum(axis=-1).tolist()
             return LengthGroupedSampler(lengths, self.hparams.batch_size, self.hparams.seed)
         return ResumableSampler(len(dataset), self.hparams.seed)
