@@ -49,11 +49,15 @@ class ResumableSampler(Sampler[int]):
         """Samples the next pass leaves out (0 unless a resume is pending)."""
         return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
 
-    def order(self) -> list[int]:
-        """This epoch's full order of sample indices."""
+    def generator(self) -> torch.Generator:
+        """The random source of this epoch's order: ``(seed, epoch)`` alone."""
         generator = torch.Generator()
         generator.manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.size, generator=generator).tolist()
+        return generator
+
+    def order(self) -> list[int]:
+        """This epoch's full order of sample indices."""
+        return torch.randperm(self.size, generator=self.generator()).tolist()
 
     def __iter__(self) -> Iterator[int]:
         skip, self._resume = self.skip, None  # only the first pass after a resume starts late
@@ -94,8 +98,7 @@ class LengthGroupedSampler(ResumableSampler):
         self.group = int(group) if group is not None else max(1, min(50, batches // 10))
 
     def order(self) -> list[int]:
-        generator = torch.Generator()
-        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = self.generator()
         shuffled = torch.randperm(self.size, generator=generator)
         batches: list[torch.Tensor] = []
         for chunk in shuffled.split(self.batch_size * self.group):
