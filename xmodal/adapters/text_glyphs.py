@@ -167,7 +167,8 @@ def split_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     Positions after the batch's longest text are cut off (decoding pads at the end).
     """
     codes = codes.long()
-    longest = int((codes != PAD).sum(dim=1).max()) if codes.numel() else 0
-    codes = codes[:, :max(longest, 1)]
+    mask = codes != PAD
+    longest = max(int(mask.sum(dim=1).max()) if codes.numel() else 0, 1)
+    codes, mask = codes[:, :longest], mask[:, :longest]
     distinct, inverse = torch.unique(codes, return_inverse=True)
-    return distinct, inverse, codes != PAD
+    return distinct, inverse, mask
