@@ -121,6 +121,60 @@ def test_pool_ignores_padding_and_sees_order() -> None:
     assert inverse.tolist() == [[2, 1], [1, 0]] and mask.tolist() == [[1, 1], [1, 0]]
 
 
+def test_character_embedding_adds_to_seen_characters_only() -> None:
+    torch.manual_seed(0)
+    pool = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0, vocabulary="ba").eval()
+    assert pool.vocabulary_codes.tolist() == [97, 98]
+    codes = torch.tensor([97, 98, 0x430])  # a, b, Cyrillic а: not in the vocabulary
+    assert pool.vocabulary_rows(codes).tolist() == [1, 2, 0]
+    features = torch.randn(3, 8)
+    inverse, mask = torch.tensor([[0, 1, 2]]), torch.ones(1, 3, dtype=torch.bool)
+    plain = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0).eval()
+    plain.load_state_dict(pool.state_dict(), strict=False)
+    start = pool(features, inverse, mask, codes)
+    assert torch.allclose(start, plain(features, inverse, mask))  # zero at the start: glyphs alone
+    with pytest.raises(ValueError, match="code points"):
+        pool(features, inverse, mask)
+    pool.train()
+    pool(features, inverse, mask, codes).sum().backward()
+    grad = pool.char_embedding.weight.grad
+    assert grad[0].abs().sum() == 0 and grad[1:].abs().sum() > 0  # unknown row never learns
+
+
+def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_path) -> None:
+    pl.seed_everything(0)
+    data = _sample_data(per_class=None)
+    data.setup("fit")
+    vocabulary = data.character_vocabulary()
+    assert vocabulary == "".join(sorted(vocabulary)) and " " not in vocabulary and "e" in vocabulary
+    once = {code for code, n in _text_counts(data).items() if n == 1}
+    assert once and not once & {ord(ch) for ch in vocabulary}  # one text only: left out
+    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=32,
+                              char_embedding=True, early_stopping_patience=None)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=data)
+    assert task.hparams.char_vocabulary == vocabulary
+    assert task.sequence_pool.char_embedding.weight[1:].abs().sum() > 0  # it learned
+    path = tmp_path / "chars.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = ClassificationTask.load_from_checkpoint(path, weights_only=True).eval()
+    batch = next(iter(data.val_dataloader()))["input"]
+    task.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch), task(batch), atol=1e-5)
+
+
+def _text_counts(data: XModalDataModule) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    array = data.datasets["train"].array
+    for row in array:
+        for code in set(np.asarray(row).tolist()) - {0, 32}:
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
 def _sample_data(per_class: int | None = 40, **options) -> XModalDataModule:
     """The packaged 600-message SMS sample (whatever XMODAL_DATA says)."""
     return XModalDataModule(dataset="sms_spam", modality="text", adapter=GLYPHS, batch_size=32,

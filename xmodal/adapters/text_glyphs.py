@@ -126,10 +126,16 @@ class GlyphSequencePool(nn.Module):
         glyph_dropout: in training, the fraction of character positions blanked (their
             vector zeroed, the rest left in place: "word dropout" for characters), so no
             single character decides a prediction.
+        vocabulary: characters that also get a learned vector of their own, added to
+            their projected glyph features (Glyce's glyph + character-ID embedding). It
+            starts at zero, so training begins from the glyphs alone; a character
+            outside ``vocabulary`` (one training never saw, a look-alike) keeps its
+            glyph features only. ``None``: glyph features only.
     """
 
     def __init__(self, in_features: int, hidden: int = 256, kernels: Sequence[int] = (1, 2, 3, 4),
-                 dropout: float = 0.3, glyph_dropout: float = 0.0) -> None:
+                 dropout: float = 0.3, glyph_dropout: float = 0.0,
+                 vocabulary: str | None = None) -> None:
         super().__init__()
         if not 0.0 <= glyph_dropout < 1.0:
             raise ValueError(f"glyph_dropout must be in [0, 1), not {glyph_dropout}")
@@ -139,11 +145,29 @@ class GlyphSequencePool(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=k // 2) for k in kernels)
         self.drop = nn.Dropout(dropout)
         self.out_features = 2 * len(self.convs) * hidden
+        self.char_embedding: nn.Embedding | None = None
+        if vocabulary:
+            codes = sorted({ord(ch) for ch in vocabulary})
+            self.register_buffer("vocabulary_codes", torch.tensor(codes, dtype=torch.long))
+            # row 0: characters outside the vocabulary, kept at zero
+            self.char_embedding = nn.Embedding(len(codes) + 1, hidden, padding_idx=0)
+            nn.init.zeros_(self.char_embedding.weight)
+
+    def vocabulary_rows(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code points -> rows of the character embedding (0: not in the vocabulary)."""
+        known = self.vocabulary_codes
+        index = torch.searchsorted(known, codes.long()).clamp(max=len(known) - 1)
+        return torch.where(known[index] == codes, index + 1, torch.zeros_like(index))
 
     def forward(self, glyph_features: torch.Tensor, inverse: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
-        """``glyph_features (U, D)``, ``inverse (B, L)`` indices into them, ``mask (B, L)``."""
+                mask: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """``glyph_features (U, D)`` of the distinct code points ``codes (U,)``,
+        ``inverse (B, L)`` indices into them, ``mask (B, L)``."""
         table = F.gelu(self.proj(self.norm(glyph_features)))
+        if self.char_embedding is not None:
+            if codes is None:
+                raise ValueError("a pool with a character vocabulary needs the code points")
+            table = table + self.char_embedding(self.vocabulary_rows(codes))
         keep = mask.unsqueeze(1).to(table.dtype)
         # padding is zero, as the convolutions' own padding is: a text's vector does not
         # depend on how far its batch was padded (split_codes cuts at the longest text)

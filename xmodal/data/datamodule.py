@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from xmodal import plugins
 from xmodal.adapters.base import ModalityAdapter, create_adapter
+from xmodal.adapters.text_glyphs import PAD
 from xmodal.data.paths import cache_root, data_root
 from xmodal.data.readers import read_folder, read_manifest
 from xmodal.data.resume import LengthGroupedSampler, ResumableLoader, ResumableSampler
@@ -305,9 +306,27 @@ class XModalDataModule(pl.LightningDataModule):
         glyphs``) are batched by length: each batch is cut at its longest text."""
         if (self.hparams.get("group_by_length") and self.adapter.sequence_input
                 and isinstance(dataset, ArrayDataset)):
-            lengths = (np.asarray(dataset.array) != 0).sum(axis=-1).tolist()
+            lengths = (np.asarray(dataset.array) != PAD).sum(axis=-1).tolist()
             return LengthGroupedSampler(lengths, self.hparams.batch_size, self.hparams.seed)
         return ResumableSampler(len(dataset), self.hparams.seed)
+
+    def character_vocabulary(self, min_count: int = 2) -> str:
+        """The characters in at least ``min_count`` texts of the training split (text
+        ``layout: glyphs``), in code-point order: what ``char_embedding`` learns a vector
+        for. A character seen in one text only would learn that text's label."""
+        if not self.adapter.sequence_input:
+            raise ConfigError("char_embedding needs the text layout glyphs "
+                              f"({type(self.adapter).__name__} decodes no characters)")
+        if "train" not in self.datasets:
+            self.setup("fit")
+        dataset = self.datasets["train"]
+        counts: dict[int, int] = {}
+        for index in range(len(dataset)):
+            row = dataset.array[index] if isinstance(dataset, ArrayDataset) else dataset[index]["input"]
+            for code in np.unique(np.asarray(row)).tolist():
+                counts[code] = counts.get(code, 0) + 1
+        return "".join(chr(code) for code, count in sorted(counts.items())
+                       if count >= min_count and code not in (PAD, 32))
 
     def _batches_done(self) -> int:
         """Batches of the current epoch already trained on (saved in ``last.ckpt``)."""

@@ -61,6 +61,11 @@ class BaseTask(pl.LightningModule):
             the adapter decodes glyph sequences (text ``layout: glyphs``).
         glyph_dropout: ``layout: glyphs``: fraction of character positions blanked in
             training (character-level word dropout).
+        char_embedding: ``layout: glyphs``: give every character seen in at least two
+            training texts a learned vector, added to its glyph features (Glyce's glyph +
+            character-ID embedding); other characters keep their glyph features alone.
+        char_vocabulary: those characters; taken from the data module's training split
+            when ``None`` (saved, so a checkpoint reloads without the data).
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class BaseTask(pl.LightningModule):
         feature_cache: bool | str = "auto",
         sequence_hidden: int = 256,
         glyph_dropout: float = 0.0,
+        char_embedding: bool = False,
+        char_vocabulary: str | None = None,
     ) -> None:
         super().__init__()
         from xmodal.feature_cache import GlyphPrefixMemo
@@ -201,9 +208,11 @@ class BaseTask(pl.LightningModule):
             return
         from xmodal.adapters.text_glyphs import GlyphSequencePool
 
+        hp = self.hparams
         self.sequence_pool = GlyphSequencePool(
-            self.backbone.num_features, hidden=int(self.hparams.get("sequence_hidden", 256)),
-            glyph_dropout=float(self.hparams.get("glyph_dropout", 0.0)))
+            self.backbone.num_features, hidden=int(hp.get("sequence_hidden", 256)),
+            glyph_dropout=float(hp.get("glyph_dropout", 0.0)),
+            vocabulary=hp.get("char_vocabulary") if hp.get("char_embedding") else None)
         self.num_features = self.sequence_pool.out_features
 
     @property
@@ -227,6 +236,12 @@ class BaseTask(pl.LightningModule):
             if datamodule is None or getattr(datamodule, "adapter", None) is None:
                 raise RuntimeError("the model has no adapter settings and no data module gives one")
             self._build_transform(datamodule.adapter.config())
+        if (self.sequence_pool is not None and self.hparams.get("char_embedding")
+                and self.sequence_pool.char_embedding is None):
+            if datamodule is None or not hasattr(datamodule, "character_vocabulary"):
+                raise RuntimeError("char_embedding needs a character vocabulary and no data module gives one")
+            self.hparams.char_vocabulary = datamodule.character_vocabulary()
+            self._build_sequence_pool()
         if self.head is None:
             if datamodule is None or not getattr(datamodule, "class_names", None):
                 raise RuntimeError("the model has no class names and no data module gives them")
@@ -265,7 +280,7 @@ class BaseTask(pl.LightningModule):
         distinct, inverse, mask = split_codes(codes)
         with self._profile("xmodal: backbone (distinct glyphs)"):
             glyph_features = self._distinct_glyph_features(distinct)
-        return self.sequence_pool(glyph_features, inverse, mask)
+        return self.sequence_pool(glyph_features, inverse, mask, distinct)
 
     def _distinct_glyph_features(self, distinct: torch.Tensor) -> torch.Tensor:
         """Backbone features of glyphs; the frozen part of the backbone runs once per code
