@@ -157,13 +157,18 @@ def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_pat
     trainer.fit(task, datamodule=data)
     assert task.hparams.char_vocabulary == vocabulary
     assert task.sequence_pool.char_embedding.weight[1:].abs().sum() > 0  # it learned
-    path = tmp_path / "chars.ckpt"
+    _assert_checkpoint_reloads(trainer, task, data, tmp_path / "chars.ckpt")
+
+
+def _assert_checkpoint_reloads(trainer, task, data, path: Path) -> ClassificationTask:  # type: ignore[no-untyped-def]
+    """Save, reload with ``weights_only``: the same outputs on a validation batch."""
     trainer.save_checkpoint(path)
     loaded = ClassificationTask.load_from_checkpoint(path, weights_only=True).eval()
     batch = next(iter(data.val_dataloader()))["input"]
     task.eval()
     with torch.no_grad():
         assert torch.allclose(loaded(batch), task(batch), atol=1e-5)
+    return loaded
 
 
 def _text_counts(data: XModalDataModule) -> dict[int, int]:
@@ -268,13 +273,7 @@ def test_short_fit_learns_spam_from_glyphs(tmp_path) -> None:
     trainer.fit(task, datamodule=data)
     result = trainer.validate(task, datamodule=data, verbose=False)[0]
     assert result["val/f1"] > 0.7, result
-    path = tmp_path / "glyphs.ckpt"
-    trainer.save_checkpoint(path)
-    loaded = ClassificationTask.load_from_checkpoint(path, weights_only=True).eval()
-    batch = next(iter(data.val_dataloader()))["input"]
-    task.eval()
-    with torch.no_grad():
-        assert torch.allclose(loaded(batch), task(batch), atol=1e-5)
+    loaded = _assert_checkpoint_reloads(trainer, task, data, tmp_path / "glyphs.ckpt")
     from xmodal.export import export_model
 
     with pytest.raises(ConfigError, match="glyphs"):
