@@ -158,6 +158,13 @@ def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_pat
     assert task.hparams.char_vocabulary == vocabulary
     assert task.sequence_pool.char_embedding.weight[1:].abs().sum() > 0  # it learned
     _assert_checkpoint_reloads(trainer, task, data, tmp_path / "chars.ckpt")
+    pages = XModalDataModule(dataset="sms_spam", modality="text", adapter={"layout": "lines"},
+                             root=str(SAMPLE_ROOT), num_workers=0)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="char_embedding needs the text layout glyphs"):
+        trainer.fit(ClassificationTask(strategy="linear_probe", char_embedding=True), datamodule=pages)
 
 
 def _assert_checkpoint_reloads(trainer, task, data, path: Path) -> ClassificationTask:  # type: ignore[no-untyped-def]

@@ -236,6 +236,11 @@ class BaseTask(pl.LightningModule):
             if datamodule is None or getattr(datamodule, "adapter", None) is None:
                 raise RuntimeError("the model has no adapter settings and no data module gives one")
             self._build_transform(datamodule.adapter.config())
+        if self.hparams.get("char_embedding") and self.sequence_pool is None:
+            from xmodal.errors import ConfigError
+
+            raise ConfigError("char_embedding needs the text layout glyphs (characters in a "
+                              f"sequence); the {type(self.adapter).__name__} decodes images")
         if (self.sequence_pool is not None and self.hparams.get("char_embedding")
                 and self.sequence_pool.char_embedding is None):
             if datamodule is None or not hasattr(datamodule, "character_vocabulary"):
