@@ -241,8 +241,7 @@ class BaseTask(pl.LightningModule):
 
             raise ConfigError("char_embedding needs the text layout glyphs (characters in a "
                               f"sequence); the {type(self.adapter).__name__} decodes images")
-        if (self.sequence_pool is not None and self.hparams.get("char_embedding")
-                and self.sequence_pool.char_embedding is None):
+        if self.hparams.get("char_embedding") and self.hparams.get("char_vocabulary") is None:
             if datamodule is None or not hasattr(datamodule, "character_vocabulary"):
                 raise RuntimeError("char_embedding needs a character vocabulary and no data module gives one")
             self.hparams.char_vocabulary = datamodule.character_vocabulary()
