@@ -108,7 +108,7 @@ def predict(model, adapter, texts: list[str], batch_size: int = 128) -> list[int
 
 #: Model settings a recipe may set (``model.init_args`` of the config).
 RECIPE_MODEL_KEYS = ("backbone", "strategy", "freeze", "lr", "weight_decay", "scheduler",
-                     "warmup_epochs", "sequence_hidden", "glyph_dropout", "char_embedding",
+                     "warmup_epochs", "sequence_hidden", "glyph_dropout", "char_embedding", "adversarial",
                      "label_smoothing", "dropout")
 
 
@@ -135,7 +135,7 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
         if value is not None:
             recipe[key] = value
     for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout",
-                "char_embedding"):
+                "char_embedding", "adversarial"):
         value = getattr(args, key)
         if value is not None:
             recipe["model"][key] = int(value) if key == "freeze" and str(value).isdigit() else value
@@ -270,6 +270,8 @@ def main() -> None:
                         help="override: glyphs layout, character positions blanked in training")
     parser.add_argument("--char-embedding", type=lambda v: v.lower() in ("1", "true", "yes"),
                         default=None, help="override: a learned vector per seen character (glyphs)")
+    parser.add_argument("--adversarial", type=float, default=None,
+                        help="override: glyphs layout, adversarial move of the character vectors")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
     parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"),

@@ -165,6 +165,8 @@ def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_pat
                          default_root_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="char_embedding needs the text layout glyphs"):
         trainer.fit(ClassificationTask(strategy="linear_probe", char_embedding=True), datamodule=pages)
+    with pytest.raises(ConfigError, match="adversarial needs the text layout glyphs"):
+        trainer.fit(ClassificationTask(strategy="linear_probe", adversarial=0.1), datamodule=pages)
 
 
 def _assert_checkpoint_reloads(trainer, task, data, path: Path) -> ClassificationTask:  # type: ignore[no-untyped-def]
@@ -285,6 +287,45 @@ def test_short_fit_learns_spam_from_glyphs(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="glyphs"):
         export_model(loaded, tmp_path / "g.onnx")
+
+
+def test_adversarial_copy_raises_the_loss_and_trains(tmp_path) -> None:
+    """The adversarial copy moves the character vectors uphill: its loss is above the
+    clean loss, by more the further it moves; a fit with it learns."""
+    pl.seed_everything(0)
+    data = _sample_data(per_class=None)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    losses = {}
+    for size in (0.0, 0.05, 0.5):
+        task = ClassificationTask(strategy="linear_probe", sequence_hidden=32, adversarial=size,
+                                  input_adapter=data.adapter.config(), class_names=data.class_names)
+        torch.manual_seed(1)
+        if size:
+            task.load_state_dict(state)
+        state = task.state_dict()
+        task.eval()  # no dropout: the two copies differ by the move alone
+        loss_fn = lambda out: torch.nn.functional.cross_entropy(out, batch["label"])  # noqa: E731
+        total, outputs = task.adversarial_loss(batch["input"], loss_fn)
+        clean = loss_fn(task(batch["input"]))
+        assert torch.allclose(loss_fn(outputs), clean, atol=1e-6)  # the outputs are the clean batch's
+        losses[size] = (total - clean).item()  # the adversarial copy's loss
+        if size == 0.0:
+            assert losses[size] == pytest.approx(clean.item(), abs=1e-6)
+    assert losses[0.0] < losses[0.05] < losses[0.5]
+    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64, adversarial=0.1,
+                              early_stopping_patience=None, restore_best=False)
+    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=data)
+    assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"] > 0.7
+    with pytest.raises(ValueError, match="adversarial must be >= 0"):
+        ClassificationTask(adversarial=-1.0)
+    from xmodal.tasks.hashing import HashingTask
+
+    with pytest.raises(ConfigError, match="not for hashing"):
+        HashingTask(adversarial=0.1)
 
 
 def test_feature_cache_is_off_for_glyphs() -> None:

@@ -163,6 +163,14 @@ class GlyphSequencePool(nn.Module):
                 mask: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
         """``glyph_features (U, D)`` of the distinct code points ``codes (U,)``,
         ``inverse (B, L)`` indices into them, ``mask (B, L)``."""
+        vectors, keep = self.embed(glyph_features, inverse, mask, codes)
+        return self.encode(vectors, keep)
+
+    def embed(self, glyph_features: torch.Tensor, inverse: torch.Tensor, mask: torch.Tensor,
+              codes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The character vectors in text order ``(B, hidden, L)`` (padding zero) and the
+        mask ``(B, 1, L)``: where adversarial training perturbs the input
+        (:meth:`xmodal.tasks.base.BaseTask.adversarial_loss`)."""
         table = F.gelu(self.proj(self.norm(glyph_features)))
         if self.char_embedding is not None:
             if codes is None:
@@ -171,12 +179,16 @@ class GlyphSequencePool(nn.Module):
         keep = mask.unsqueeze(1).to(table.dtype)
         # padding is zero, as the convolutions' own padding is: a text's vector does not
         # depend on how far its batch was padded (split_codes cuts at the longest text)
-        x = self.drop(table[inverse]).transpose(1, 2) * keep
+        return self.drop(table[inverse]).transpose(1, 2) * keep, keep
+
+    def encode(self, vectors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Character vectors ``(B, hidden, L)`` -> one vector per text ``(B, out_features)``."""
+        x = vectors * keep
         if self.training and self.glyph_dropout:
-            blank = torch.rand(inverse.shape, device=x.device) < self.glyph_dropout
+            blank = torch.rand((x.shape[0], x.shape[2]), device=x.device) < self.glyph_dropout
             x = x.masked_fill(blank.unsqueeze(1), 0.0)
         count = keep.sum(-1).clamp(min=1.0)
-        length = inverse.shape[1]
+        length = x.shape[-1]
         pooled = []
         for conv in self.convs:
             y = F.gelu(conv(x))[..., :length]

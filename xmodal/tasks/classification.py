@@ -45,8 +45,11 @@ class ClassificationTask(BaseTask):
     def _step(
         self, batch: dict[str, Any], metrics: torchmetrics.MetricCollection, stage: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input"])
-        loss = self.loss_fn(logits, batch["label"])
+        if stage == "train" and self.hparams.get("adversarial") and self.sequence_pool is not None:
+            loss, logits = self.adversarial_loss(batch["input"], lambda out: self.loss_fn(out, batch["label"]))
+        else:
+            logits = self(batch["input"])
+            loss = self.loss_fn(logits, batch["label"])
         metrics.update(logits.detach(), batch["label"])
         batch_size = batch["label"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=stage != "train", batch_size=batch_size, sync_dist=stage != "train")

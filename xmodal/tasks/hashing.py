@@ -100,6 +100,9 @@ class HashingTask(BaseTask):
         self._bits, self._objective, self._activation = bits, objective, activation
         self._dropout, self._input_norm = dropout, input_norm
         super().__init__(*args, **kwargs)  # BaseTask saves this class's arguments too
+        if self.hparams.get("adversarial"):
+            raise ConfigError("adversarial training is implemented for classification "
+                              "(ClassificationTask), not for hashing")
 
     def configure_head(self, in_features: int, num_outputs: int) -> nn.Module:
         def accuracy() -> torchmetrics.Metric:
