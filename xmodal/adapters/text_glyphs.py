@@ -182,8 +182,9 @@ class GlyphSequencePool(nn.Module):
         return self.drop(table[inverse]).transpose(1, 2) * keep, keep
 
     def encode(self, vectors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Character vectors ``(B, hidden, L)`` -> one vector per text ``(B, out_features)``."""
-        x = vectors * keep
+        """Character vectors ``(B, hidden, L)``, zero at padding (as :meth:`embed` gives
+        them) -> one vector per text ``(B, out_features)``."""
+        x = vectors
         if self.training and self.glyph_dropout:
             blank = torch.rand((x.shape[0], x.shape[2]), device=x.device) < self.glyph_dropout
             x = x.masked_fill(blank.unsqueeze(1), 0.0)

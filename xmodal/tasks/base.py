@@ -287,12 +287,17 @@ class BaseTask(pl.LightningModule):
     def glyph_features(self, codes: torch.Tensor) -> torch.Tensor:
         """Glyph sequences ``(B, L)``: the backbone sees each distinct glyph of the batch
         once; the sequence pool combines the glyph features in text order."""
+        return self.sequence_pool.encode(*self._glyph_vectors(codes))
+
+    def _glyph_vectors(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Glyph sequences ``(B, L)`` -> the pool's character vectors in text order and
+        their mask (:meth:`GlyphSequencePool.embed`)."""
         from xmodal.adapters.text_glyphs import split_codes
 
         distinct, inverse, mask = split_codes(codes)
         with self._profile("xmodal: backbone (distinct glyphs)"):
             glyph_features = self._distinct_glyph_features(distinct)
-        return self.sequence_pool(glyph_features, inverse, mask, distinct)
+        return self.sequence_pool.embed(glyph_features, inverse, mask, distinct)
 
     def adversarial_loss(self, codes: torch.Tensor,
                          loss_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,11 +312,8 @@ class BaseTask(pl.LightningModule):
         Returns:
             The summed loss and the clean batch's outputs (for the metrics).
         """
-        from xmodal.adapters.text_glyphs import split_codes
-
-        distinct, inverse, mask = split_codes(codes)
         pool = self.sequence_pool
-        vectors, keep = pool.embed(self._distinct_glyph_features(distinct), inverse, mask, distinct)
+        vectors, keep = self._glyph_vectors(codes)
         outputs = self.head(pool.encode(vectors, keep))
         loss = loss_of(outputs)
         (gradient,) = torch.autograd.grad(loss, vectors, retain_graph=True)
