@@ -127,11 +127,12 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
               "adapter": {**(data.get("adapter") or {}), "augment": False},
               "batch_size": data.get("batch_size", 64),
               "group_by_length": bool(data.get("group_by_length", False)),
+              **({"val_fraction": data["val_fraction"]} if "val_fraction" in data else {}),
               "max_epochs": trainer.get("max_epochs", 6),
               "model": {key: init[key] for key in RECIPE_MODEL_KEYS if key in init}}
     recipe["adapter"].update(args.adapter or {})
     for key, value in (("batch_size", args.batch_size), ("max_epochs", args.max_epochs),
-                       ("group_by_length", args.group_by_length)):
+                       ("group_by_length", args.group_by_length), ("val_fraction", args.val_fraction)):
         if value is not None:
             recipe[key] = value
     for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout",
@@ -152,6 +153,7 @@ def train_xmodal(name: str, seed: int, recipe: dict, args: argparse.Namespace, w
     data = XModalDataModule(dataset=name, modality="text", adapter=recipe["adapter"],
                             batch_size=recipe["batch_size"], on_bad_file="warn", seed=0,
                             group_by_length=recipe.get("group_by_length", False),
+                            val_fraction=recipe.get("val_fraction", 0.1),
                             cache_dir=str(workdir / "decoded"), per_class=args.per_class)
     settings = {"pretrained": True, "weight_decay": 0.01, "scheduler": "cosine",
                 "label_smoothing": 0.0, "dropout": 0.1, **recipe["model"]}
@@ -276,6 +278,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
     parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"),
                         default=None, help="override: like-length batches (true/false)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="override: share of train held out for validation (0: none, last epoch kept)")
     parser.add_argument("--per-class", type=int, default=None, help="subsample train (smoke runs)")
     parser.add_argument("--render-count", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "text.json")
@@ -295,7 +299,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="xmodal-bench-text-"))
     results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     results["settings"]["cpu_threads"] = torch.get_num_threads()
-    results["split"] = "data row index % 5 == 0 is test, rest train (xmodal holds out 10 % of train as val)"
+    results["split"] = ("data row index % 5 == 0 is test, rest train (xmodal holds out the recipe's "
+                        "val_fraction of train as val, 10 % unless it says; 0: none, last epoch kept)")
 
     results.update(render_throughput(root, args.render_count, workdir,
                                      load_recipe("sms_spam", args)["adapter"]))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from xmodal.cli import main
 
@@ -71,6 +72,30 @@ def test_fit_then_predict_on_fsdd(tmp_path, data_root, capsys) -> None:
     assert [Path(r["path"]).name for r in rows] == sorted(p.name for p in clips.iterdir())
     assert all(r["label"] in [str(d) for d in range(10)] for r in rows)
     assert all(0.0 < float(r["probability"]) <= 1.0 for r in rows)
+
+
+def test_fit_without_validation_trains_every_epoch_and_keeps_the_last(tmp_path, data_root, capsys,
+                                                                      caplog) -> None:
+    """``--data.val_fraction 0``: all of train, no validation, the CLI's early stopping
+    (on a metric never logged) must not fail the fit, and the tested model is the last."""
+    runs = tmp_path / "runs"  # the task's early_stopping_patience (5) is off too
+    small = [a for a in SMALL if a != "--trainer.limit_val_batches"]
+    small.remove(SMALL[SMALL.index("--trainer.limit_val_batches") + 1])
+    small[small.index("--trainer.max_epochs") + 1] = "2"
+    assert main(["fit", "--modality", "audio", "--data.root", str(data_root), "--data.val_fraction", "0",
+                 "--trainer.default_root_dir", str(runs), *small]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+    assert "no validation data (val_fraction 0)" in caplog.text
+    version = runs / "lightning_logs" / "version_0"
+    header = next(csv.reader((version / "metrics.csv").open()))
+    assert "train/loss" in header and not any(key.startswith("val/") for key in header)
+    assert sorted(p.name for p in (version / "checkpoints").iterdir()) == ["last.ckpt"]
+    last = torch.load(version / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 10  # 2 epochs of 40 clips, 8 a batch
+
+    code = main(["fit", "--modality", "audio", "--data.val_fraction", "1",
+                 "--trainer.default_root_dir", str(tmp_path / "r2")])
+    assert code == 2 and "val_fraction must be at least 0 and below 1" in capsys.readouterr().err
 
 
 def test_console_script_runs(tmp_path) -> None:

@@ -74,7 +74,9 @@ class XModalDataModule(pl.LightningDataModule):
         options: extra keyword options for the data set factory.
         predict_root: folder (or file) of inputs for ``xmodal predict``.
         val_fraction: share of train held out for validation when the data set has
-            no validation split.
+            no validation split. ``0``: no validation, train on all of train for every
+            epoch and keep the last weights (the final fit once settings are chosen,
+            as a scikit-learn baseline refits on all of its training data).
         per_class: use at most this many training items per class.
         batch_size: samples per batch.
         num_workers: decoding workers (default: cores - 1, at most 8).
@@ -117,6 +119,8 @@ class XModalDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if on_bad_file not in (None, "error", "skip", "warn"):
             raise ConfigError(f"on_bad_file must be error, skip or warn, not {on_bad_file!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be at least 0 and below 1, not {val_fraction!r}")
         self.bad_files = BadFiles()
         self.spec: DatasetSpec | None = None
         self.adapter: ModalityAdapter | None = None
@@ -223,6 +227,12 @@ class XModalDataModule(pl.LightningDataModule):
                 return _predict_items(Path(hp.predict_root))
             return spec.test or spec.val or []
         raise ValueError(split)
+
+    def has_validation(self) -> bool:
+        """False when there is nothing to validate on (``val_fraction: 0`` and no
+        ``val`` split of the data set's own): the model then trains every epoch and
+        keeps its last weights."""
+        return bool(self.split_items("val"))
 
     def setup(self, stage: str | None = None) -> None:
         spec = self.prepare_spec()

@@ -17,6 +17,7 @@ from torch import nn
 
 from xmodal import backbones
 from xmodal.adapters import create_adapter
+from xmodal.errors import ConfigError
 
 
 class BaseTask(pl.LightningModule):
@@ -50,7 +51,8 @@ class BaseTask(pl.LightningModule):
         cut_stage: ``cut_at``: the last backbone stage kept (1-based).
         early_stopping_patience: validation epochs without improvement of ``monitor``
             before stopping (``None``: no early stopping from the model).
-        restore_best: roll the weights back to the best validation epoch when fit ends.
+        restore_best: roll the weights back to the best validation epoch when fit ends
+            (the last weights stay when there is no validation data).
         monitor: validation metric for early stopping and rollback.
         monitor_mode: ``max`` or ``min``.
         feature_cache: compute the frozen prefix's output once and train only the rest
@@ -149,6 +151,8 @@ class BaseTask(pl.LightningModule):
 
         They replace callbacks of the same type given to the Trainer (the CLI's
         default ``EarlyStopping``), so ``early_stopping_patience`` is the one setting.
+        Without validation data (``--data.val_fraction 0``) nothing stops or rolls back
+        the fit: every epoch trains and the last weights are kept.
         """
         from pytorch_lightning.callbacks import EarlyStopping
         from pytorch_lightning.trainer.states import TrainerFn
@@ -156,19 +160,34 @@ class BaseTask(pl.LightningModule):
         from xmodal.strategies import RestoreBest
 
         hp = self.hparams
-        if hp.strategy == "auto" and self.trainer.state.fn == TrainerFn.FITTING:
+        fitting = self.trainer.state.fn == TrainerFn.FITTING
+        if hp.strategy == "auto" and fitting:
             self.resolve_auto_strategy()
         callbacks: list[pl.Callback] = [self.finetuning]
-        if hp.early_stopping_patience is not None:
+        validating = self._validating()
+        if not validating:
+            if fitting:
+                pl.utilities.rank_zero_info("no validation data (val_fraction 0): no early stopping, "
+                                            "training every epoch and keeping the last weights")
+            # replaces the Trainer's (the CLI's) early stopping, which would fail on a metric
+            # that is never logged; with strict=False this one never stops
+            callbacks.append(EarlyStopping(monitor=hp.monitor, mode=hp.monitor_mode, strict=False))
+        elif hp.early_stopping_patience is not None:
             callbacks.append(EarlyStopping(monitor=hp.monitor, mode=hp.monitor_mode,
                                            patience=hp.early_stopping_patience, strict=False))
-        if hp.restore_best:
+        if hp.restore_best and validating:
             callbacks.append(RestoreBest(monitor=hp.monitor, mode=hp.monitor_mode))
         if hp.get("feature_cache", "auto") is not False:
             from xmodal.feature_cache import FeatureCache
 
             callbacks.append(FeatureCache(hp.get("feature_cache", "auto")))
         return callbacks
+
+    def _validating(self) -> bool:
+        """Whether fit has validation data (an xmodal DataModule can have none)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        has_validation = getattr(datamodule, "has_validation", None)
+        return has_validation() if callable(has_validation) else True
 
     def configure_model(self) -> None:
         """Speed options, applied once the backbone is final (after ``strategy: auto``)."""
