@@ -207,8 +207,6 @@ class BaseTask(pl.LightningModule):
         advice = advise(datamodule, backbone=self.hparams.backbone, weights=self.hparams.weights)
         print(advice.report())
         if self.sequence_pool is not None:
-            from xmodal.errors import ConfigError
-
             raise ConfigError("strategy: auto probes whole images; the text layout glyphs has "
                               "none: pick a strategy (freeze_k, linear_probe, ...)")
         self.hparams.strategy = advice.strategy
@@ -264,8 +262,6 @@ class BaseTask(pl.LightningModule):
             self._build_transform(datamodule.adapter.config())
         for name in ("char_embedding", "adversarial"):
             if self.hparams.get(name) and self.sequence_pool is None:
-                from xmodal.errors import ConfigError
-
                 raise ConfigError(f"{name} needs the text layout glyphs (characters in a "
                                   f"sequence); the {type(self.adapter).__name__} decodes images")
         if self.hparams.get("char_embedding") and self.hparams.get("char_vocabulary") is None:
