@@ -136,7 +136,7 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
         if value is not None:
             recipe[key] = value
     for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout",
-                "char_embedding", "adversarial"):
+                "char_embedding", "adversarial", "dropout"):
         value = getattr(args, key)
         if value is not None:
             recipe["model"][key] = int(value) if key == "freeze" and str(value).isdigit() else value
@@ -275,6 +275,7 @@ def main() -> None:
     parser.add_argument("--adversarial", type=float, default=None,
                         help="override: glyphs layout, adversarial move of the character vectors")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe")
+    parser.add_argument("--dropout", type=float, default=None, help="override: dropout before the head")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
     parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"),
                         default=None, help="override: like-length batches (true/false)")
