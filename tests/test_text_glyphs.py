@@ -141,6 +141,29 @@ def test_character_embedding_adds_to_seen_characters_only() -> None:
     assert grad[0].abs().sum() == 0 and grad[1:].abs().sum() > 0  # unknown row never learns
 
 
+def test_pair_embedding_adds_to_known_adjacent_pairs_only() -> None:
+    torch.manual_seed(0)
+    pool = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0, vocabulary="ab",
+                             pairs="baab").eval()
+    # text "abab" + padding: pairs ab, ba, ab start at positions 0-2; the last character
+    # starts none and neither does padding
+    positions = torch.tensor([[97, 98, 97, 98, 0], [98, 0x430, 98, 0, 0]])
+    assert pool.pair_rows(positions).tolist() == [[1, 2, 1, 0, 0], [0, 0, 0, 0, 0]]
+    codes = torch.tensor([0, 97, 98])
+    features = torch.randn(3, 8)
+    inverse = torch.tensor([[1, 2, 1, 2]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    plain = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0, vocabulary="ab").eval()
+    plain.load_state_dict(pool.state_dict(), strict=False)
+    assert torch.allclose(pool(features, inverse, mask, codes), plain(features, inverse, mask, codes))
+    pool.train()
+    pool(features, inverse, mask, codes).sum().backward()
+    grad = pool.pair_embedding.weight.grad
+    assert grad[0].abs().sum() == 0 and grad[1:].abs().sum(-1).gt(0).all()
+    with pytest.raises(ValueError, match="even length"):
+        GlyphSequencePool(8, pairs="abc")
+
+
 def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_path) -> None:
     pl.seed_everything(0)
     data = _sample_data(per_class=None)
@@ -158,6 +181,22 @@ def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_pat
     assert task.hparams.char_vocabulary == vocabulary
     assert task.sequence_pool.char_embedding.weight[1:].abs().sum() > 0  # it learned
     _assert_checkpoint_reloads(trainer, task, data, tmp_path / "chars.ckpt")
+    pairs = data.character_vocabulary(ngram=2)
+    texts = [_text_of(data, index) for index in range(len(data.datasets["train"]))]
+    assert len(pairs) % 2 == 0 and pairs[:2] < pairs[2:4]
+    for pair in (pairs[i:i + 2] for i in range(0, len(pairs), 2)):
+        assert " " not in pair and sum(pair in text for text in texts) >= 2
+    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=32,
+                              char_embedding=True, pair_embedding=True, early_stopping_patience=None)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=data)
+    assert task.hparams.pair_vocabulary == pairs
+    assert task.sequence_pool.pair_embedding.weight[1:].abs().sum() > 0
+    _assert_checkpoint_reloads(trainer, task, data, tmp_path / "pairs.ckpt")
+    with pytest.raises(ConfigError, match="pair_embedding needs char_embedding"):
+        ClassificationTask(strategy="linear_probe", pair_embedding=True)
     pages = XModalDataModule(dataset="sms_spam", modality="text", adapter={"layout": "lines"},
                              root=str(SAMPLE_ROOT), num_workers=0)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
@@ -336,3 +375,8 @@ def test_feature_cache_is_off_for_glyphs() -> None:
                               class_names=data.class_names)
     trainer = pl.Trainer(max_epochs=3, logger=False)
     assert "glyph" in FeatureCache("auto").reason_off(trainer, task)
+
+
+def _text_of(data: XModalDataModule, index: int) -> str:
+    """A decoded training text (its code points, padding left out)."""
+    return "".join(chr(code) for code in np.asarray(data.datasets["train"].array[index]).tolist() if code)

@@ -19,7 +19,7 @@ first time it is seen and keeps it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -131,11 +131,14 @@ class GlyphSequencePool(nn.Module):
             starts at zero, so training begins from the glyphs alone; a character
             outside ``vocabulary`` (one training never saw, a look-alike) keeps its
             glyph features only. ``None``: glyph features only.
+        pairs: pairs of adjacent characters (concatenated, two characters each) that get
+            a learned vector of their own, added at the pair's first position (fastText's
+            bigram vectors), also starting at zero. ``None``: none.
     """
 
     def __init__(self, in_features: int, hidden: int = 256, kernels: Sequence[int] = (1, 2, 3, 4),
                  dropout: float = 0.3, glyph_dropout: float = 0.0,
-                 vocabulary: str | None = None) -> None:
+                 vocabulary: str | None = None, pairs: str | None = None) -> None:
         super().__init__()
         if not 0.0 <= glyph_dropout < 1.0:
             raise ValueError(f"glyph_dropout must be in [0, 1), not {glyph_dropout}")
@@ -152,12 +155,24 @@ class GlyphSequencePool(nn.Module):
             # row 0: characters outside the vocabulary, kept at zero
             self.char_embedding = nn.Embedding(len(codes) + 1, hidden, padding_idx=0)
             nn.init.zeros_(self.char_embedding.weight)
+        self.pair_embedding: nn.Embedding | None = None
+        if pairs:
+            if len(pairs) % 2:
+                raise ValueError("pairs must be a string of character pairs (even length)")
+            keys = sorted({pair_key(ord(a), ord(b)) for a, b in zip(pairs[::2], pairs[1::2])})
+            self.register_buffer("pair_keys", torch.tensor(keys, dtype=torch.long))
+            self.pair_embedding = nn.Embedding(len(keys) + 1, hidden, padding_idx=0)
+            nn.init.zeros_(self.pair_embedding.weight)
 
     def vocabulary_rows(self, codes: torch.Tensor) -> torch.Tensor:
         """Code points -> rows of the character embedding (0: not in the vocabulary)."""
-        known = self.vocabulary_codes
-        index = torch.searchsorted(known, codes.long()).clamp(max=len(known) - 1)
-        return torch.where(known[index] == codes, index + 1, torch.zeros_like(index))
+        return _rows(self.vocabulary_codes, codes.long())
+
+    def pair_rows(self, positions: torch.Tensor) -> torch.Tensor:
+        """Code points in text order ``(B, L)`` -> rows of the pair embedding for the pair
+        starting at each position (0: not a known pair, or the last character)."""
+        following = F.pad(positions[:, 1:], (0, 1), value=PAD)
+        return _rows(self.pair_keys, pair_key(positions.long(), following.long()))
 
     def forward(self, glyph_features: torch.Tensor, inverse: torch.Tensor,
                 mask: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,9 +192,12 @@ class GlyphSequencePool(nn.Module):
                 raise ValueError("a pool with a character vocabulary needs the code points")
             table = table + self.char_embedding(self.vocabulary_rows(codes))
         keep = mask.unsqueeze(1).to(table.dtype)
+        vectors = table[inverse]
+        if self.pair_embedding is not None:
+            vectors = vectors + self.pair_embedding(self.pair_rows(codes[inverse]))
         # padding is zero, as the convolutions' own padding is: a text's vector does not
         # depend on how far its batch was padded (split_codes cuts at the longest text)
-        return self.drop(table[inverse]).transpose(1, 2) * keep, keep
+        return self.drop(vectors).transpose(1, 2) * keep, keep
 
     def encode(self, vectors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Character vectors ``(B, hidden, L)``, zero at padding (as :meth:`embed` gives
@@ -196,6 +214,17 @@ class GlyphSequencePool(nn.Module):
             pooled.append((y * keep - (1.0 - keep) * 1e4).amax(-1))
             pooled.append((y * keep).sum(-1) / count)
         return torch.cat(pooled, dim=1)
+
+
+def pair_key(first: Any, second: Any) -> Any:
+    """One integer per pair of code points (code points are below 2**21)."""
+    return first * (1 << 21) + second
+
+
+def _rows(known: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Sorted ``known`` keys -> 1-based rows of ``keys`` among them, 0 where absent."""
+    index = torch.searchsorted(known, keys).clamp(max=len(known) - 1)
+    return torch.where(known[index] == keys, index + 1, torch.zeros_like(index))
 
 
 def split_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

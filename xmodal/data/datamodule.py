@@ -320,9 +320,10 @@ class XModalDataModule(pl.LightningDataModule):
             return LengthGroupedSampler(lengths, self.hparams.batch_size, self.hparams.seed)
         return ResumableSampler(len(dataset), self.hparams.seed)
 
-    def character_vocabulary(self, min_count: int = 2) -> str:
-        """The characters in at least ``min_count`` texts of the training split (text
-        ``layout: glyphs``), in code-point order: what ``char_embedding`` learns a vector
+    def character_vocabulary(self, min_count: int = 2, ngram: int = 1) -> str:
+        """The characters (``ngram=2``: pairs of adjacent characters, concatenated) in at
+        least ``min_count`` texts of the training split (text ``layout: glyphs``), in
+        code-point order: what ``char_embedding`` (``pair_embedding``) learns a vector
         for. A character seen in one text only would learn that text's label."""
         if not self.adapter.sequence_input:
             raise ConfigError("char_embedding needs the text layout glyphs "
@@ -330,13 +331,16 @@ class XModalDataModule(pl.LightningDataModule):
         if "train" not in self.datasets:
             self.setup("fit")
         dataset = self.datasets["train"]
-        counts: dict[int, int] = {}
+        counts: dict[tuple[int, ...], int] = {}
         for index in range(len(dataset)):
-            row = dataset.array[index] if isinstance(dataset, ArrayDataset) else dataset[index]["input"]
-            for code in np.unique(np.asarray(row)).tolist():
-                counts[code] = counts.get(code, 0) + 1
-        return "".join(chr(code) for code, count in sorted(counts.items())
-                       if count >= min_count and code not in (PAD, 32))
+            row = np.asarray(dataset.array[index] if isinstance(dataset, ArrayDataset)
+                             else dataset[index]["input"])
+            grams = np.stack([row[i:len(row) - ngram + 1 + i] for i in range(ngram)], axis=1)
+            grams = grams[~np.isin(grams, (PAD, 32)).any(axis=1)]
+            for gram in {tuple(g) for g in grams.tolist()}:
+                counts[gram] = counts.get(gram, 0) + 1
+        return "".join("".join(map(chr, gram)) for gram, count in sorted(counts.items())
+                       if count >= min_count)
 
     def _batches_done(self) -> int:
         """Batches of the current epoch already trained on (saved in ``last.ckpt``)."""

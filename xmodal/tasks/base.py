@@ -68,6 +68,11 @@ class BaseTask(pl.LightningModule):
             character-ID embedding); other characters keep their glyph features alone.
         char_vocabulary: those characters; taken from the data module's training split
             when ``None`` (saved, so a checkpoint reloads without the data).
+        pair_embedding: ``layout: glyphs``: also give every pair of adjacent characters
+            seen in at least two training texts a learned vector, added at the pair's
+            first position (fastText's bigram vectors): a memory for two-character words
+            whose meaning is not their characters'. Needs ``char_embedding``.
+        pair_vocabulary: those pairs, concatenated; from the training split when ``None``.
         adversarial: ``layout: glyphs``: adversarial training on the character vectors
             (Miyato et al. 2017, "fast gradient method"): every training batch is also
             fed with its vectors moved this far (per character, in the vectors' units)
@@ -103,6 +108,8 @@ class BaseTask(pl.LightningModule):
         glyph_dropout: float = 0.0,
         char_embedding: bool = False,
         char_vocabulary: str | None = None,
+        pair_embedding: bool = False,
+        pair_vocabulary: str | None = None,
         adversarial: float = 0.0,
     ) -> None:
         super().__init__()
@@ -110,6 +117,8 @@ class BaseTask(pl.LightningModule):
 
         if adversarial < 0:
             raise ValueError(f"adversarial must be >= 0, not {adversarial}")
+        if pair_embedding and not char_embedding:
+            raise ConfigError("pair_embedding needs char_embedding (set both to true)")
         self.glyph_memo = GlyphPrefixMemo()
         self.save_hyperparameters()
         self._create_backbone()
@@ -236,7 +245,8 @@ class BaseTask(pl.LightningModule):
         self.sequence_pool = GlyphSequencePool(
             self.backbone.num_features, hidden=int(hp.get("sequence_hidden", 256)),
             glyph_dropout=float(hp.get("glyph_dropout", 0.0)),
-            vocabulary=hp.get("char_vocabulary") if hp.get("char_embedding") else None)
+            vocabulary=hp.get("char_vocabulary") if hp.get("char_embedding") else None,
+            pairs=hp.get("pair_vocabulary") if hp.get("pair_embedding") else None)
         self.num_features = self.sequence_pool.out_features
 
     @property
@@ -260,7 +270,7 @@ class BaseTask(pl.LightningModule):
             if datamodule is None or getattr(datamodule, "adapter", None) is None:
                 raise RuntimeError("the model has no adapter settings and no data module gives one")
             self._build_transform(datamodule.adapter.config())
-        for name in ("char_embedding", "adversarial"):
+        for name in ("char_embedding", "pair_embedding", "adversarial"):
             if self.hparams.get(name) and self.sequence_pool is None:
                 raise ConfigError(f"{name} needs the text layout glyphs (characters in a "
                                   f"sequence); the {type(self.adapter).__name__} decodes images")
@@ -268,6 +278,8 @@ class BaseTask(pl.LightningModule):
             if datamodule is None or not hasattr(datamodule, "character_vocabulary"):
                 raise RuntimeError("char_embedding needs a character vocabulary and no data module gives one")
             self.hparams.char_vocabulary = datamodule.character_vocabulary()
+            if self.hparams.get("pair_embedding") and self.hparams.get("pair_vocabulary") is None:
+                self.hparams.pair_vocabulary = datamodule.character_vocabulary(ngram=2)
             self._build_sequence_pool()
         if self.head is None:
             if datamodule is None or not getattr(datamodule, "class_names", None):
