@@ -246,7 +246,8 @@ def test_tsv_and_jsonl_manifests(tmp_path) -> None:
     assert "not valid JSON" in bad[0].reason and "no key 'text'" in bad[1].reason
 
 
-def test_text_manifest_dataset_and_bad_row_policy(tmp_path) -> None:
+def test_text_manifest_dataset_and_bad_row_policy(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # without a trainer the skip list is written to the cwd
     path = tmp_path / "mine.csv"
     with SAMPLE.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))[:30]
@@ -265,6 +266,7 @@ def test_text_manifest_dataset_and_bad_row_policy(tmp_path) -> None:
                             on_bad_file="skip")
     data.setup("test")
     assert data.bad_files.rows == [(f"{path}:32", "empty or whitespace-only text")]
+    assert f"{path}:32,empty or whitespace-only text" in (tmp_path / "bad_files.csv").read_text()
     assert len(data.datasets["test"]) == 6  # rows 0, 5, ..., 25
     assert data.class_names == ["ham", "spam"]
 
