@@ -186,8 +186,10 @@ def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_pat
     assert len(pairs) % 2 == 0 and pairs[:2] < pairs[2:4]
     for pair in (pairs[i:i + 2] for i in range(0, len(pairs), 2)):
         assert " " not in pair and sum(pair in text for text in texts) >= 2
+    # the characters given (as a reloaded checkpoint's), the pairs still read from the data
     task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=32,
-                              char_embedding=True, pair_embedding=True, early_stopping_patience=None)
+                              char_embedding=True, char_vocabulary=vocabulary,
+                              pair_embedding=True, early_stopping_patience=None)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp_path))

@@ -20,6 +20,10 @@ from xmodal.adapters import create_adapter
 from xmodal.errors import ConfigError
 
 
+#: Learned-vector options of glyph sequences: (option, its saved vocabulary, n-gram length).
+_VOCABULARIES = (("char_embedding", "char_vocabulary", 1), ("pair_embedding", "pair_vocabulary", 2))
+
+
 class BaseTask(pl.LightningModule):
     """Shared machinery of every head: backbone, freezing, device transform, optimiser.
 
@@ -274,12 +278,14 @@ class BaseTask(pl.LightningModule):
             if self.hparams.get(name) and self.sequence_pool is None:
                 raise ConfigError(f"{name} needs the text layout glyphs (characters in a "
                                   f"sequence); the {type(self.adapter).__name__} decodes images")
-        if self.hparams.get("char_embedding") and self.hparams.get("char_vocabulary") is None:
+        # each vocabulary on its own: one given (e.g. the characters) does not stand for the other
+        missing = [(option, vocabulary, ngram) for option, vocabulary, ngram in _VOCABULARIES
+                   if self.hparams.get(option) and self.hparams.get(vocabulary) is None]
+        for option, vocabulary, ngram in missing:
             if datamodule is None or not hasattr(datamodule, "character_vocabulary"):
-                raise RuntimeError("char_embedding needs a character vocabulary and no data module gives one")
-            self.hparams.char_vocabulary = datamodule.character_vocabulary()
-            if self.hparams.get("pair_embedding") and self.hparams.get("pair_vocabulary") is None:
-                self.hparams.pair_vocabulary = datamodule.character_vocabulary(ngram=2)
+                raise RuntimeError(f"{option} needs its {vocabulary} and no data module gives one")
+            self.hparams[vocabulary] = datamodule.character_vocabulary(ngram=ngram)
+        if missing:
             self._build_sequence_pool()
         if self.head is None:
             if datamodule is None or not getattr(datamodule, "class_names", None):
