@@ -160,8 +160,36 @@ def test_pair_embedding_adds_to_known_adjacent_pairs_only() -> None:
     pool(features, inverse, mask, codes).sum().backward()
     grad = pool.pair_embedding.weight.grad
     assert grad[0].abs().sum() == 0 and grad[1:].abs().sum(-1).gt(0).all()
-    with pytest.raises(ValueError, match="even length"):
+    with pytest.raises(ValueError, match="multiple of 2"):
         GlyphSequencePool(8, pairs="abc")
+
+
+def test_triple_embedding_keys_runs_of_three_characters() -> None:
+    torch.manual_seed(0)
+    pool = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0, vocabulary="ab",
+                             pairs="ab", triples="ababab").eval()
+    # "abab": aba at 0, bab at 1; runs from 2 on reach the padding; a look-alike in the
+    # middle (Cyrillic а) makes the run unknown
+    positions = torch.tensor([[97, 98, 97, 98, 0], [98, 0x430, 98, 0, 0], [98, 97, 98, 97, 98]])
+    assert pool.triple_rows(positions).tolist() == [[1, 2, 0, 0, 0], [0, 0, 0, 0, 0],
+                                                    [2, 1, 2, 0, 0]]
+    codes = torch.tensor([0, 97, 98])
+    features = torch.randn(3, 8)
+    inverse = torch.tensor([[1, 2, 1, 2]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    pairs_only = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0, vocabulary="ab",
+                                   pairs="ab").eval()
+    pairs_only.load_state_dict(pool.state_dict(), strict=False)
+    assert torch.allclose(pool(features, inverse, mask, codes),
+                          pairs_only(features, inverse, mask, codes))
+    pool.train()
+    pool(features, inverse, mask, codes).sum().backward()
+    grad = pool.triple_embedding.weight.grad
+    assert grad[0].abs().sum() == 0 and grad[1:].abs().sum(-1).gt(0).all()
+    with pytest.raises(ValueError, match="multiple of 3"):
+        GlyphSequencePool(8, pairs="ab", triples="abcd")
+    with pytest.raises(ConfigError, match="triple_embedding needs pair_embedding"):
+        ClassificationTask(strategy="linear_probe", char_embedding=True, triple_embedding=True)
 
 
 def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_path) -> None:
@@ -186,16 +214,24 @@ def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_pat
     assert len(pairs) % 2 == 0 and pairs[:2] < pairs[2:4]
     for pair in (pairs[i:i + 2] for i in range(0, len(pairs), 2)):
         assert " " not in pair and sum(pair in text for text in texts) >= 2
-    # the characters given (as a reloaded checkpoint's), the pairs still read from the data
+    triples = data.character_vocabulary(ngram=3)
+    assert triples and len(triples) % 3 == 0
+    for triple in (triples[i:i + 3] for i in range(0, len(triples), 3)):
+        assert " " not in triple and sum(triple in text for text in texts) >= 2
+        assert triple[:2] in {pairs[i:i + 2] for i in range(0, len(pairs), 2)}
+    # the characters given (as a reloaded checkpoint's), pairs and triples still read from the data
     task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=32,
                               char_embedding=True, char_vocabulary=vocabulary,
-                              pair_embedding=True, early_stopping_patience=None)
+                              pair_embedding=True, triple_embedding=True,
+                              early_stopping_patience=None)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp_path))
     trainer.fit(task, datamodule=data)
     assert task.hparams.pair_vocabulary == pairs
+    assert task.hparams.triple_vocabulary == triples
     assert task.sequence_pool.pair_embedding.weight[1:].abs().sum() > 0
+    assert task.sequence_pool.triple_embedding.weight[1:].abs().sum() > 0
     _assert_checkpoint_reloads(trainer, task, data, tmp_path / "pairs.ckpt")
     with pytest.raises(ConfigError, match="pair_embedding needs char_embedding"):
         ClassificationTask(strategy="linear_probe", pair_embedding=True)

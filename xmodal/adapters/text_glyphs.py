@@ -134,11 +134,14 @@ class GlyphSequencePool(nn.Module):
         pairs: pairs of adjacent characters (concatenated, two characters each) that get
             a learned vector of their own, added at the pair's first position (fastText's
             bigram vectors), also starting at zero. ``None``: none.
+        triples: the same for runs of three adjacent characters (three characters each):
+            many Chinese idioms and negated words (不太好, "not too good") are three.
     """
 
     def __init__(self, in_features: int, hidden: int = 256, kernels: Sequence[int] = (1, 2, 3, 4),
                  dropout: float = 0.3, glyph_dropout: float = 0.0,
-                 vocabulary: str | None = None, pairs: str | None = None) -> None:
+                 vocabulary: str | None = None, pairs: str | None = None,
+                 triples: str | None = None) -> None:
         super().__init__()
         if not 0.0 <= glyph_dropout < 1.0:
             raise ValueError(f"glyph_dropout must be in [0, 1), not {glyph_dropout}")
@@ -155,14 +158,23 @@ class GlyphSequencePool(nn.Module):
             # row 0: characters outside the vocabulary, kept at zero
             self.char_embedding = nn.Embedding(len(codes) + 1, hidden, padding_idx=0)
             nn.init.zeros_(self.char_embedding.weight)
-        self.pair_embedding: nn.Embedding | None = None
-        if pairs:
-            if len(pairs) % 2:
-                raise ValueError("pairs must be a string of character pairs (even length)")
-            keys = sorted({pair_key(ord(a), ord(b)) for a, b in zip(pairs[::2], pairs[1::2])})
-            self.register_buffer("pair_keys", torch.tensor(keys, dtype=torch.long))
-            self.pair_embedding = nn.Embedding(len(keys) + 1, hidden, padding_idx=0)
-            nn.init.zeros_(self.pair_embedding.weight)
+        self.pair_embedding = self._gram_embedding("pair", pairs, 2, hidden)
+        self.triple_embedding = self._gram_embedding("triple", triples, 3, hidden)
+
+    def _gram_embedding(self, name: str, grams: str | None, n: int,
+                        hidden: int) -> nn.Embedding | None:
+        """A zero-initialised table for the ``n``-character runs in ``grams`` (their keys
+        kept sorted in the buffer ``{name}_keys``); row 0 stands for unknown runs."""
+        if not grams:
+            return None
+        if len(grams) % n:
+            raise ValueError(f"{name}s must be a string of {n}-character runs "
+                             f"(length a multiple of {n})")
+        keys = sorted({gram_key(*map(ord, grams[i:i + n])) for i in range(0, len(grams), n)})
+        self.register_buffer(f"{name}_keys", torch.tensor(keys, dtype=torch.long))
+        table = nn.Embedding(len(keys) + 1, hidden, padding_idx=0)
+        nn.init.zeros_(table.weight)
+        return table
 
     def vocabulary_rows(self, codes: torch.Tensor) -> torch.Tensor:
         """Code points -> rows of the character embedding (0: not in the vocabulary)."""
@@ -171,8 +183,11 @@ class GlyphSequencePool(nn.Module):
     def pair_rows(self, positions: torch.Tensor) -> torch.Tensor:
         """Code points in text order ``(B, L)`` -> rows of the pair embedding for the pair
         starting at each position (0: not a known pair, or the last character)."""
-        following = F.pad(positions[:, 1:], (0, 1), value=PAD)
-        return _rows(self.pair_keys, pair_key(positions.long(), following.long()))
+        return _rows(self.pair_keys, gram_keys(positions, 2))
+
+    def triple_rows(self, positions: torch.Tensor) -> torch.Tensor:
+        """As :meth:`pair_rows`, for the three characters starting at each position."""
+        return _rows(self.triple_keys, gram_keys(positions, 3))
 
     def forward(self, glyph_features: torch.Tensor, inverse: torch.Tensor,
                 mask: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
@@ -195,6 +210,8 @@ class GlyphSequencePool(nn.Module):
         vectors = table[inverse]
         if self.pair_embedding is not None:
             vectors = vectors + self.pair_embedding(self.pair_rows(codes[inverse]))
+        if self.triple_embedding is not None:
+            vectors = vectors + self.triple_embedding(self.triple_rows(codes[inverse]))
         # padding is zero, as the convolutions' own padding is: a text's vector does not
         # depend on how far its batch was padded (split_codes cuts at the longest text)
         return self.drop(vectors).transpose(1, 2) * keep, keep
@@ -216,9 +233,25 @@ class GlyphSequencePool(nn.Module):
         return torch.cat(pooled, dim=1)
 
 
+def gram_key(*codes: Any) -> Any:
+    """One integer per run of up to three code points (code points are below 2**21)."""
+    key = codes[0]
+    for code in codes[1:]:
+        key = key * (1 << 21) + code
+    return key
+
+
 def pair_key(first: Any, second: Any) -> Any:
-    """One integer per pair of code points (code points are below 2**21)."""
-    return first * (1 << 21) + second
+    """One integer per pair of code points."""
+    return gram_key(first, second)
+
+
+def gram_keys(positions: torch.Tensor, n: int) -> torch.Tensor:
+    """Code points in text order ``(B, L)`` -> the key of the ``n`` characters starting at
+    each position; runs that reach past the end take padding, which no known run has."""
+    positions = positions.long()
+    following = [F.pad(positions[:, i:], (0, i), value=PAD) for i in range(1, n)]
+    return gram_key(positions, *following)
 
 
 def _rows(known: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

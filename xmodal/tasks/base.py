@@ -21,7 +21,8 @@ from xmodal.errors import ConfigError
 
 
 #: Learned-vector options of glyph sequences: (option, its saved vocabulary, n-gram length).
-_VOCABULARIES = (("char_embedding", "char_vocabulary", 1), ("pair_embedding", "pair_vocabulary", 2))
+_VOCABULARIES = (("char_embedding", "char_vocabulary", 1), ("pair_embedding", "pair_vocabulary", 2),
+                 ("triple_embedding", "triple_vocabulary", 3))
 
 
 class BaseTask(pl.LightningModule):
@@ -77,6 +78,9 @@ class BaseTask(pl.LightningModule):
             first position (fastText's bigram vectors): a memory for two-character words
             whose meaning is not their characters'. Needs ``char_embedding``.
         pair_vocabulary: those pairs, concatenated; from the training split when ``None``.
+        triple_embedding: the same for runs of three adjacent characters (fastText's
+            trigrams). Needs ``pair_embedding``.
+        triple_vocabulary: those runs, concatenated; from the training split when ``None``.
         adversarial: ``layout: glyphs``: adversarial training on the character vectors
             (Miyato et al. 2017, "fast gradient method"): every training batch is also
             fed with its vectors moved this far (per character, in the vectors' units)
@@ -114,6 +118,8 @@ class BaseTask(pl.LightningModule):
         char_vocabulary: str | None = None,
         pair_embedding: bool = False,
         pair_vocabulary: str | None = None,
+        triple_embedding: bool = False,
+        triple_vocabulary: str | None = None,
         adversarial: float = 0.0,
     ) -> None:
         super().__init__()
@@ -123,6 +129,8 @@ class BaseTask(pl.LightningModule):
             raise ValueError(f"adversarial must be >= 0, not {adversarial}")
         if pair_embedding and not char_embedding:
             raise ConfigError("pair_embedding needs char_embedding (set both to true)")
+        if triple_embedding and not pair_embedding:
+            raise ConfigError("triple_embedding needs pair_embedding (and char_embedding)")
         self.glyph_memo = GlyphPrefixMemo()
         self.save_hyperparameters()
         self._create_backbone()
@@ -250,7 +258,8 @@ class BaseTask(pl.LightningModule):
             self.backbone.num_features, hidden=int(hp.get("sequence_hidden", 256)),
             glyph_dropout=float(hp.get("glyph_dropout", 0.0)),
             vocabulary=hp.get("char_vocabulary") if hp.get("char_embedding") else None,
-            pairs=hp.get("pair_vocabulary") if hp.get("pair_embedding") else None)
+            pairs=hp.get("pair_vocabulary") if hp.get("pair_embedding") else None,
+            triples=hp.get("triple_vocabulary") if hp.get("triple_embedding") else None)
         self.num_features = self.sequence_pool.out_features
 
     @property
@@ -274,7 +283,7 @@ class BaseTask(pl.LightningModule):
             if datamodule is None or getattr(datamodule, "adapter", None) is None:
                 raise RuntimeError("the model has no adapter settings and no data module gives one")
             self._build_transform(datamodule.adapter.config())
-        for name in ("char_embedding", "pair_embedding", "adversarial"):
+        for name in ("char_embedding", "pair_embedding", "triple_embedding", "adversarial"):
             if self.hparams.get(name) and self.sequence_pool is None:
                 raise ConfigError(f"{name} needs the text layout glyphs (characters in a "
                                   f"sequence); the {type(self.adapter).__name__} decodes images")
