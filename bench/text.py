@@ -254,6 +254,11 @@ def render_throughput(root: Path | None, count: int, workdir: Path, adapter_sett
             "render_layout": adapter.layout}
 
 
+def _flag(value: str) -> bool:
+    """A true/false command-line value."""
+    return value.lower() in ("1", "true", "yes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["sms_spam", "chnsenticorp"])
@@ -270,18 +275,18 @@ def main() -> None:
                         help="override: glyphs layout n-gram encoder width")
     parser.add_argument("--glyph-dropout", type=float, default=None,
                         help="override: glyphs layout, character positions blanked in training")
-    parser.add_argument("--char-embedding", type=lambda v: v.lower() in ("1", "true", "yes"),
+    parser.add_argument("--char-embedding", type=_flag,
                         default=None, help="override: a learned vector per seen character (glyphs)")
-    parser.add_argument("--pair-embedding", type=lambda v: v.lower() in ("1", "true", "yes"),
+    parser.add_argument("--pair-embedding", type=_flag,
                         default=None, help="override: a learned vector per seen character pair (glyphs)")
-    parser.add_argument("--triple-embedding", type=lambda v: v.lower() in ("1", "true", "yes"),
+    parser.add_argument("--triple-embedding", type=_flag,
                         default=None, help="override: a learned vector per seen run of three characters (glyphs)")
     parser.add_argument("--adversarial", type=float, default=None,
                         help="override: glyphs layout, adversarial move of the character vectors")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe")
     parser.add_argument("--dropout", type=float, default=None, help="override: dropout before the head")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")
-    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"),
+    parser.add_argument("--group-by-length", type=_flag,
                         default=None, help="override: like-length batches (true/false)")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="override: share of train held out for validation (0: none, last epoch kept)")

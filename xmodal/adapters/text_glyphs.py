@@ -151,27 +151,21 @@ class GlyphSequencePool(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=k // 2) for k in kernels)
         self.drop = nn.Dropout(dropout)
         self.out_features = 2 * len(self.convs) * hidden
-        self.char_embedding: nn.Embedding | None = None
-        if vocabulary:
-            codes = sorted({ord(ch) for ch in vocabulary})
-            self.register_buffer("vocabulary_codes", torch.tensor(codes, dtype=torch.long))
-            # row 0: characters outside the vocabulary, kept at zero
-            self.char_embedding = nn.Embedding(len(codes) + 1, hidden, padding_idx=0)
-            nn.init.zeros_(self.char_embedding.weight)
-        self.pair_embedding = self._gram_embedding("pair", pairs, 2, hidden)
-        self.triple_embedding = self._gram_embedding("triple", triples, 3, hidden)
+        self.char_embedding = self._gram_embedding("vocabulary_codes", vocabulary, 1, hidden)
+        self.pair_embedding = self._gram_embedding("pair_keys", pairs, 2, hidden)
+        self.triple_embedding = self._gram_embedding("triple_keys", triples, 3, hidden)
 
-    def _gram_embedding(self, name: str, grams: str | None, n: int,
+    def _gram_embedding(self, buffer: str, grams: str | None, n: int,
                         hidden: int) -> nn.Embedding | None:
         """A zero-initialised table for the ``n``-character runs in ``grams`` (their keys
-        kept sorted in the buffer ``{name}_keys``); row 0 stands for unknown runs."""
+        kept sorted in the buffer named ``buffer``); row 0 stands for unknown runs."""
         if not grams:
             return None
         if len(grams) % n:
-            raise ValueError(f"{name}s must be a string of {n}-character runs "
-                             f"(length a multiple of {n})")
+            raise ValueError(f"a vocabulary of {n}-character runs must have a length that "
+                             f"is a multiple of {n}, not {len(grams)}")
         keys = sorted({gram_key(*map(ord, grams[i:i + n])) for i in range(0, len(grams), n)})
-        self.register_buffer(f"{name}_keys", torch.tensor(keys, dtype=torch.long))
+        self.register_buffer(buffer, torch.tensor(keys, dtype=torch.long))
         table = nn.Embedding(len(keys) + 1, hidden, padding_idx=0)
         nn.init.zeros_(table.weight)
         return table
@@ -208,10 +202,12 @@ class GlyphSequencePool(nn.Module):
             table = table + self.char_embedding(self.vocabulary_rows(codes))
         keep = mask.unsqueeze(1).to(table.dtype)
         vectors = table[inverse]
-        if self.pair_embedding is not None:
-            vectors = vectors + self.pair_embedding(self.pair_rows(codes[inverse]))
-        if self.triple_embedding is not None:
-            vectors = vectors + self.triple_embedding(self.triple_rows(codes[inverse]))
+        if self.pair_embedding is not None or self.triple_embedding is not None:
+            positions = codes[inverse]
+            if self.pair_embedding is not None:
+                vectors = vectors + self.pair_embedding(self.pair_rows(positions))
+            if self.triple_embedding is not None:
+                vectors = vectors + self.triple_embedding(self.triple_rows(positions))
         # padding is zero, as the convolutions' own padding is: a text's vector does not
         # depend on how far its batch was padded (split_codes cuts at the longest text)
         return self.drop(vectors).transpose(1, 2) * keep, keep
@@ -239,11 +235,6 @@ def gram_key(*codes: Any) -> Any:
     for code in codes[1:]:
         key = key * (1 << 21) + code
     return key
-
-
-def pair_key(first: Any, second: Any) -> Any:
-    """One integer per pair of code points."""
-    return gram_key(first, second)
 
 
 def gram_keys(positions: torch.Tensor, n: int) -> torch.Tensor:

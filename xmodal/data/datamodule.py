@@ -324,7 +324,8 @@ class XModalDataModule(pl.LightningDataModule):
         """The characters (``ngram`` 2 or 3: runs of that many adjacent characters,
         concatenated) in at least ``min_count`` texts of the training split (text
         ``layout: glyphs``), in code-point order: what ``char_embedding``
-        (``pair_embedding``, ``triple_embedding``) learns a vector for. A character seen in one text only would learn that text's label."""
+        (``pair_embedding``, ``triple_embedding``) learns a vector for. A character seen
+        in one text only would learn that text's label."""
         if not self.adapter.sequence_input:
             raise ConfigError("char_embedding needs the text layout glyphs "
                               f"({type(self.adapter).__name__} decodes no characters)")
