@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from xmodal.adapters.text import TextAdapter
-from xmodal.adapters.text_glyphs import GlyphJitter, GlyphSequencePool, split_codes
+from xmodal.adapters.text_glyphs import GlyphJitter, GlyphSequencePool, split_codes, typo_noise
 from xmodal.data import XModalDataModule
 from xmodal.data.resume import LengthGroupedSampler
 from xmodal.errors import ConfigError
@@ -402,6 +402,63 @@ def test_adversarial_copy_raises_the_loss_and_trains(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="not for hashing"):
         HashingTask(adversarial=0.1)
+
+
+def _texts(codes: torch.Tensor) -> list[str]:
+    return ["".join(chr(c) for c in row if c) for row in codes.tolist()]
+
+
+def test_typo_noise_drops_and_swaps_characters() -> None:
+    adapter = glyphs(max_chars=64)
+    texts = ["the quick brown fox jumps over the lazy dog", "不太好，房间很小", "a"]
+    codes = torch.stack([adapter.decode(t) for t in texts])
+    assert torch.equal(typo_noise(codes, 0.0), codes)
+    noisy = typo_noise(codes, 0.6, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, typo_noise(codes, 0.6, torch.Generator().manual_seed(0)))
+    assert noisy.shape == codes.shape and noisy.dtype == codes.dtype
+    for before, after, row in zip(texts, _texts(noisy), noisy):
+        real = (row != 0).int()
+        assert torch.equal(real, real.sort(descending=True).values)  # padding stays at the end
+        assert after[0] in before[:2] and len(after) <= len(before)  # never empty
+        assert set(after) <= set(before)  # characters dropped or moved, none new
+    assert _texts(noisy)[2] == "a"  # a one-character text keeps its character
+    assert _texts(noisy)[:2] != texts[:2]
+    # rate r: about r/2 of the characters dropped, r/2 swapped with their neighbour
+    # (rows of increasing code points, so a swap shows as a decreasing neighbour pair)
+    rows = (0x4E00 + torch.arange(80)).repeat(200, 1)
+    rows = torch.cat([rows, torch.zeros(200, 20, dtype=rows.dtype)], dim=1)
+    noisy = typo_noise(rows, 0.2, torch.Generator().manual_seed(1))
+    real = (rows != 0).sum().item()
+    assert 0.08 < 1 - (noisy != 0).sum().item() / real < 0.12
+    swaps = ((noisy[:, 1:] < noisy[:, :-1]) & (noisy[:, 1:] != 0)).sum().item()
+    assert 0.07 < swaps / real < 0.11
+
+
+def test_typo_noise_trains_only(tmp_path) -> None:
+    """``typo_noise`` shortens and reorders the training batch's texts, never the
+    evaluated ones; a fit with it learns."""
+    pl.seed_everything(0)
+    data = _sample_data(per_class=None)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))["input"]
+    task = ClassificationTask(strategy="linear_probe", sequence_hidden=32, typo_noise=0.5,
+                              input_adapter=data.adapter.config(), class_names=data.class_names)
+    task.eval()
+    _, keep = task._glyph_vectors(batch)
+    assert keep.sum().item() == (batch != 0).sum().item()
+    assert torch.equal(task(batch), task(batch))
+    task.train()
+    _, noisy_keep = task._glyph_vectors(batch)
+    assert 0.6 < noisy_keep.sum().item() / keep.sum().item() < 0.9  # a quarter dropped
+    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64, typo_noise=0.1,
+                              early_stopping_patience=None, restore_best=False)
+    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=data)
+    assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"] > 0.7
+    with pytest.raises(ValueError, match="typo_noise must be in"):
+        ClassificationTask(typo_noise=1.0)
 
 
 def test_feature_cache_is_off_for_glyphs() -> None:

@@ -251,6 +251,34 @@ def _rows(known: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return torch.where(known[index] == keys, index + 1, torch.zeros_like(index))
 
 
+def typo_noise(codes: torch.Tensor, rate: float,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decoded glyph sequences ``(B, L)`` with typos: each character is dropped with
+    probability ``rate / 2`` or swapped with the next with probability ``rate / 2``.
+
+    Why: glyph dropout blanks a position but keeps every other character where it was;
+    real typos also shift the text (a dropped character) and break the pairs and triples
+    a character takes part in (a swap), so the n-gram vectors learn to do without them.
+    The first character is never dropped, so no text becomes empty; dropped characters
+    become padding at the end.
+    """
+    if rate <= 0 or codes.numel() == 0:
+        return codes
+    batch, length = codes.shape
+    real = codes != PAD
+    lengths = real.sum(dim=1, keepdim=True)
+    index = torch.arange(length, device=codes.device).expand(batch, length)
+    draw = torch.rand((batch, length), generator=generator, device=codes.device)
+    drop = real & (draw < rate / 2) & (index > 0)
+    swap = real & ~drop & (draw >= rate / 2) & (draw < rate) & (index + 1 < lengths)
+    # each position's place in the new order: a swapped one goes after its right
+    # neighbour, dropped ones and padding go to the end (in their old order)
+    place = index.to(torch.float32) + 1.5 * swap
+    place = torch.where(drop | ~real, place + 2 * length, place)
+    order = place.argsort(dim=1, stable=True)
+    return codes.masked_fill(drop, PAD).gather(1, order)
+
+
 def split_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A decoded batch ``(B, L)`` -> distinct code points, their index per position, mask.
 

@@ -85,6 +85,10 @@ class BaseTask(pl.LightningModule):
             (Miyato et al. 2017, "fast gradient method"): every training batch is also
             fed with its vectors moved this far (per character, in the vectors' units)
             in the direction that raises the loss most. ``0``: off.
+        typo_noise: ``layout: glyphs``: in training, drop each character with
+            probability ``typo_noise / 2`` and swap it with the next with probability
+            ``typo_noise / 2`` (:func:`~xmodal.adapters.text_glyphs.typo_noise`), so the
+            model learns texts with typos; ``0``: off.
     """
 
     def __init__(
@@ -121,12 +125,15 @@ class BaseTask(pl.LightningModule):
         triple_embedding: bool = False,
         triple_vocabulary: str | None = None,
         adversarial: float = 0.0,
+        typo_noise: float = 0.0,
     ) -> None:
         super().__init__()
         from xmodal.feature_cache import GlyphPrefixMemo
 
         if adversarial < 0:
             raise ValueError(f"adversarial must be >= 0, not {adversarial}")
+        if not 0.0 <= typo_noise < 1.0:
+            raise ValueError(f"typo_noise must be in [0, 1), not {typo_noise}")
         if pair_embedding and not char_embedding:
             raise ConfigError("pair_embedding needs char_embedding (set both to true)")
         if triple_embedding and not pair_embedding:
@@ -283,7 +290,8 @@ class BaseTask(pl.LightningModule):
             if datamodule is None or getattr(datamodule, "adapter", None) is None:
                 raise RuntimeError("the model has no adapter settings and no data module gives one")
             self._build_transform(datamodule.adapter.config())
-        for name in ("char_embedding", "pair_embedding", "triple_embedding", "adversarial"):
+        for name in ("char_embedding", "pair_embedding", "triple_embedding", "adversarial",
+                     "typo_noise"):
             if self.hparams.get(name) and self.sequence_pool is None:
                 raise ConfigError(f"{name} needs the text layout glyphs (characters in a "
                                   f"sequence); the {type(self.adapter).__name__} decodes images")
@@ -334,8 +342,10 @@ class BaseTask(pl.LightningModule):
     def _glyph_vectors(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Glyph sequences ``(B, L)`` -> the pool's character vectors in text order and
         their mask (:meth:`GlyphSequencePool.embed`)."""
-        from xmodal.adapters.text_glyphs import split_codes
+        from xmodal.adapters.text_glyphs import split_codes, typo_noise
 
+        if self.training and self.hparams.get("typo_noise"):
+            codes = typo_noise(codes, float(self.hparams.typo_noise))
         distinct, inverse, mask = split_codes(codes)
         with self._profile("xmodal: backbone (distinct glyphs)"):
             glyph_features = self._distinct_glyph_features(distinct)
