@@ -203,8 +203,10 @@ def merge(results: dict, others: list[Path], datasets: list[str]) -> None:
 
 
 def print_table(results: dict, datasets: list[str], out: Path) -> None:
+    """The results table; ``texts``: the drop as test texts (net, mean over seeds), which
+    says whether two drops differ by more than rounding."""
     print()
-    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}"
+    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}{'texts':>7}"
     print(header)
     print("-" * len(header))
     for name in (d for d in datasets if d in results):
@@ -213,7 +215,8 @@ def print_table(results: dict, datasets: list[str], out: Path) -> None:
             spam = row.get(f"{model}_spam_f1")
             print(f"{name:<14}{model:<8}{row[f'{model}_acc']:>8.4f}{row[f'{model}_macro_f1']:>10.4f}"
                   f"{'' if spam is None else f'{spam:.4f}':>9}"
-                  f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}")
+                  f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}"
+                  f"{row[f'{model}_drop'] * row['n_test']:>7.1f}")
         recipe = row.get("recipe")
         if recipe:
             print(f"{'':<14}recipe {recipe['config']}: layout {recipe['adapter'].get('layout', 'lines')}, "
