@@ -192,6 +192,34 @@ def test_triple_embedding_keys_runs_of_three_characters() -> None:
         ClassificationTask(strategy="linear_probe", char_embedding=True, triple_embedding=True)
 
 
+def test_gram_dropout_leaves_out_pair_and_triple_vectors_in_training_only() -> None:
+    pool = GlyphSequencePool(8, hidden=4, kernels=(1,), dropout=0.0, vocabulary="ab",
+                             pairs="ab", triples="aba", gram_dropout=0.4)
+    positions = torch.tensor([[97, 98, 97, 98]]).repeat(2000, 1)
+    rows = pool.pair_rows(positions)
+    assert rows[0].tolist() == [1, 0, 1, 0]
+    pool.eval()
+    assert torch.equal(pool._dropped(rows), rows)
+    pool.train()
+    torch.manual_seed(0)
+    dropped = pool._dropped(rows)
+    assert torch.equal(dropped[rows == 0], rows[rows == 0])  # unknown stays unknown
+    assert 0.37 < (dropped[rows == 1] == 0).float().mean().item() < 0.43
+    # in training, a left-out pair's vector is missing from the sum: some texts differ
+    torch.manual_seed(0)
+    with torch.no_grad():
+        pool.pair_embedding.weight[1:] = 1.0
+        pool.triple_embedding.weight[1:] = 1.0
+    codes = torch.tensor([0, 97, 98])
+    inverse = torch.tensor([[1, 2, 1, 2]]).repeat(64, 1)
+    mask = torch.ones(64, 4, dtype=torch.bool)
+    vectors, _ = pool.embed(torch.randn(3, 8), inverse, mask, codes)
+    first = vectors[:, :, 0]  # pair ab and triple aba start here: 0, 1 or 2 added
+    assert len(torch.unique((first - first.min(0).values).round(decimals=4), dim=0)) == 3
+    with pytest.raises(ValueError, match="gram_dropout must be in"):
+        GlyphSequencePool(8, gram_dropout=1.0)
+
+
 def test_char_embedding_vocabulary_comes_from_training_texts_and_reloads(tmp_path) -> None:
     pl.seed_everything(0)
     data = _sample_data(per_class=None)

@@ -136,16 +136,23 @@ class GlyphSequencePool(nn.Module):
             bigram vectors), also starting at zero. ``None``: none.
         triples: the same for runs of three adjacent characters (three characters each):
             many Chinese idioms and negated words (不太好, "not too good") are three.
+        gram_dropout: in training, the fraction of positions whose pair and triple vectors
+            are left out (each table on its own), as a typo leaves them out: a swapped or
+            dropped character breaks the pairs around it into unknown ones. Without it,
+            "no pair vector here" is rare in training and the model reads it as evidence.
     """
 
     def __init__(self, in_features: int, hidden: int = 256, kernels: Sequence[int] = (1, 2, 3, 4),
                  dropout: float = 0.3, glyph_dropout: float = 0.0,
                  vocabulary: str | None = None, pairs: str | None = None,
-                 triples: str | None = None) -> None:
+                 triples: str | None = None, gram_dropout: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= glyph_dropout < 1.0:
             raise ValueError(f"glyph_dropout must be in [0, 1), not {glyph_dropout}")
         self.glyph_dropout = float(glyph_dropout)
+        if not 0.0 <= gram_dropout < 1.0:
+            raise ValueError(f"gram_dropout must be in [0, 1), not {gram_dropout}")
+        self.gram_dropout = float(gram_dropout)
         self.norm = nn.LayerNorm(in_features)
         self.proj = nn.Linear(in_features, hidden)
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=k // 2) for k in kernels)
@@ -183,6 +190,14 @@ class GlyphSequencePool(nn.Module):
         """As :meth:`pair_rows`, for the three characters starting at each position."""
         return _rows(self.triple_keys, gram_keys(positions, 3))
 
+    def _dropped(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of an n-gram table with ``gram_dropout`` of them set to unknown (row 0,
+        the zero vector) in training."""
+        if not (self.training and self.gram_dropout):
+            return rows
+        gone = torch.rand(rows.shape, device=rows.device) < self.gram_dropout
+        return rows.masked_fill(gone, 0)
+
     def forward(self, glyph_features: torch.Tensor, inverse: torch.Tensor,
                 mask: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
         """``glyph_features (U, D)`` of the distinct code points ``codes (U,)``,
@@ -205,9 +220,9 @@ class GlyphSequencePool(nn.Module):
         if self.pair_embedding is not None or self.triple_embedding is not None:
             positions = codes[inverse]
             if self.pair_embedding is not None:
-                vectors = vectors + self.pair_embedding(self.pair_rows(positions))
+                vectors = vectors + self.pair_embedding(self._dropped(self.pair_rows(positions)))
             if self.triple_embedding is not None:
-                vectors = vectors + self.triple_embedding(self.triple_rows(positions))
+                vectors = vectors + self.triple_embedding(self._dropped(self.triple_rows(positions)))
         # padding is zero, as the convolutions' own padding is: a text's vector does not
         # depend on how far its batch was padded (split_codes cuts at the longest text)
         return self.drop(vectors).transpose(1, 2) * keep, keep

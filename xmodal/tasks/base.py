@@ -89,6 +89,9 @@ class BaseTask(pl.LightningModule):
             probability ``typo_noise / 2`` and swap it with the next with probability
             ``typo_noise / 2`` (:func:`~xmodal.adapters.text_glyphs.typo_noise`), so the
             model learns texts with typos; ``0``: off.
+        gram_dropout: ``layout: glyphs``: in training, the fraction of positions whose pair
+            and triple vectors are left out, as typos leave them out
+            (:class:`~xmodal.adapters.text_glyphs.GlyphSequencePool`); ``0``: off.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class BaseTask(pl.LightningModule):
         triple_vocabulary: str | None = None,
         adversarial: float = 0.0,
         typo_noise: float = 0.0,
+        gram_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         from xmodal.feature_cache import GlyphPrefixMemo
@@ -266,7 +270,8 @@ class BaseTask(pl.LightningModule):
             glyph_dropout=float(hp.get("glyph_dropout", 0.0)),
             vocabulary=hp.get("char_vocabulary") if hp.get("char_embedding") else None,
             pairs=hp.get("pair_vocabulary") if hp.get("pair_embedding") else None,
-            triples=hp.get("triple_vocabulary") if hp.get("triple_embedding") else None)
+            triples=hp.get("triple_vocabulary") if hp.get("triple_embedding") else None,
+            gram_dropout=float(hp.get("gram_dropout", 0.0)))
         self.num_features = self.sequence_pool.out_features
 
     @property
@@ -291,7 +296,7 @@ class BaseTask(pl.LightningModule):
                 raise RuntimeError("the model has no adapter settings and no data module gives one")
             self._build_transform(datamodule.adapter.config())
         for name in ("char_embedding", "pair_embedding", "triple_embedding", "adversarial",
-                     "typo_noise"):
+                     "typo_noise", "gram_dropout"):
             if self.hparams.get(name) and self.sequence_pool is None:
                 raise ConfigError(f"{name} needs the text layout glyphs (characters in a "
                                   f"sequence); the {type(self.adapter).__name__} decodes images")
