@@ -109,8 +109,8 @@ def predict(model, adapter, texts: list[str], batch_size: int = 128) -> list[int
 #: Model settings a recipe may set (``model.init_args`` of the config).
 RECIPE_MODEL_KEYS = ("backbone", "strategy", "freeze", "lr", "weight_decay", "scheduler",
                      "warmup_epochs", "sequence_hidden", "glyph_dropout", "char_embedding", "pair_embedding",
-                     "triple_embedding", "adversarial", "typo_noise", "gram_dropout", "label_smoothing",
-                     "dropout")
+                     "triple_embedding", "adversarial", "typo_noise", "gram_dropout", "typo_consistency",
+                     "label_smoothing", "dropout")
 
 
 def load_recipe(name: str, args: argparse.Namespace) -> dict:
@@ -138,7 +138,7 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
             recipe[key] = value
     for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout",
                 "char_embedding", "pair_embedding", "triple_embedding", "adversarial", "typo_noise",
-                "gram_dropout", "dropout"):
+                "gram_dropout", "typo_consistency", "dropout"):
         value = getattr(args, key)
         if value is not None:
             recipe["model"][key] = int(value) if key == "freeze" and str(value).isdigit() else value
@@ -292,6 +292,8 @@ def main() -> None:
                         help="override: glyphs layout, characters dropped or swapped in training")
     parser.add_argument("--gram-dropout", type=float, default=None,
                         help="override: glyphs layout, pair/triple vectors left out in training")
+    parser.add_argument("--typo-consistency", type=float, default=None,
+                        help="override: weight of the clean/typo'd agreement term (with --typo-noise)")
     parser.add_argument("--lr", type=float, default=None, help="override the recipe")
     parser.add_argument("--dropout", type=float, default=None, help="override: dropout before the head")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe")

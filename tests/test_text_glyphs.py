@@ -489,6 +489,42 @@ def test_typo_noise_trains_only(tmp_path) -> None:
         ClassificationTask(typo_noise=1.0)
 
 
+def test_typo_consistency_pulls_the_typod_copy_towards_the_clean_prediction(tmp_path) -> None:
+    """With ``typo_consistency`` the training texts stay clean; the added term is the KL
+    divergence of the typo'd copy's prediction from the clean one (zero without typos,
+    positive with them), and a fit with it learns."""
+    pl.seed_everything(0)
+    data = _sample_data(per_class=None)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))["input"]
+    task = ClassificationTask(strategy="linear_probe", sequence_hidden=32, typo_noise=0.3,
+                              typo_consistency=2.0, dropout=0.0,
+                              input_adapter=data.adapter.config(), class_names=data.class_names)
+    task.train()
+    task.sequence_pool.drop.p = 0.0  # no dropout: the copies differ by their typos alone
+    _, keep = task._glyph_vectors(batch)
+    assert keep.sum().item() == (batch != 0).sum().item()  # the clean batch stays clean
+    logits = task(batch)
+    torch.manual_seed(0)
+    term = task.typo_consistency_loss(batch, logits)
+    assert term.item() > 0 and term.requires_grad
+    task.hparams.typo_noise = 1e-9  # (almost) no typos: the copies agree
+    assert task.typo_consistency_loss(batch, logits).item() == pytest.approx(0.0, abs=1e-6)
+    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64, typo_noise=0.1,
+                              typo_consistency=1.0, early_stopping_patience=None, restore_best=False)
+    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=data)
+    assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"] > 0.7
+    with pytest.raises(ConfigError, match="typo_consistency needs typo_noise"):
+        ClassificationTask(typo_consistency=1.0)
+    from xmodal.tasks.hashing import HashingTask
+
+    with pytest.raises(ConfigError, match="not for hashing"):
+        HashingTask(typo_noise=0.1, typo_consistency=1.0)
+
+
 def test_feature_cache_is_off_for_glyphs() -> None:
     from xmodal.feature_cache import FeatureCache
 

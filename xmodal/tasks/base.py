@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from xmodal import backbones
 from xmodal.adapters import create_adapter
@@ -89,6 +90,11 @@ class BaseTask(pl.LightningModule):
             probability ``typo_noise / 2`` and swap it with the next with probability
             ``typo_noise / 2`` (:func:`~xmodal.adapters.text_glyphs.typo_noise`), so the
             model learns texts with typos; ``0``: off.
+        typo_consistency: with ``typo_noise`` (classification): instead of replacing the
+            training texts, the typo'd copy is fed beside them and this weight times the
+            KL divergence of its prediction from the clean one's is added to the loss
+            (consistency training, as UDA does): the model is asked to keep its answer
+            under typos, not to learn the labels from typo'd text; ``0``: off.
         gram_dropout: ``layout: glyphs``: in training, the fraction of positions whose pair
             and triple vectors are left out, as typos leave them out
             (:class:`~xmodal.adapters.text_glyphs.GlyphSequencePool`); ``0``: off.
@@ -130,6 +136,7 @@ class BaseTask(pl.LightningModule):
         adversarial: float = 0.0,
         typo_noise: float = 0.0,
         gram_dropout: float = 0.0,
+        typo_consistency: float = 0.0,
     ) -> None:
         super().__init__()
         from xmodal.feature_cache import GlyphPrefixMemo
@@ -138,6 +145,10 @@ class BaseTask(pl.LightningModule):
             raise ValueError(f"adversarial must be >= 0, not {adversarial}")
         if not 0.0 <= typo_noise < 1.0:
             raise ValueError(f"typo_noise must be in [0, 1), not {typo_noise}")
+        if typo_consistency < 0:
+            raise ValueError(f"typo_consistency must be >= 0, not {typo_consistency}")
+        if typo_consistency and not typo_noise:
+            raise ConfigError("typo_consistency needs typo_noise (the typo rate of the copy)")
         if pair_embedding and not char_embedding:
             raise ConfigError("pair_embedding needs char_embedding (set both to true)")
         if triple_embedding and not pair_embedding:
@@ -349,7 +360,7 @@ class BaseTask(pl.LightningModule):
         their mask (:meth:`GlyphSequencePool.embed`)."""
         from xmodal.adapters.text_glyphs import split_codes, typo_noise
 
-        if self.training and self.hparams.get("typo_noise"):
+        if self.training and self.hparams.get("typo_noise") and not self.hparams.get("typo_consistency"):
             codes = typo_noise(codes, float(self.hparams.typo_noise))
         distinct, inverse, mask = split_codes(codes)
         with self._profile("xmodal: backbone (distinct glyphs)"):
@@ -378,6 +389,18 @@ class BaseTask(pl.LightningModule):
         norm = gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
         step = float(self.hparams.adversarial) * keep.sum(-1, keepdim=True).sqrt() / norm
         return loss + loss_of(self.head(pool.encode(vectors + gradient * step, keep))), outputs
+
+    def typo_consistency_loss(self, codes: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """Glyph sequences: ``typo_consistency`` times KL(clean || typo'd) of the class
+        distributions, the clean ``outputs`` (logits) held fixed, so only the typo'd
+        copy's prediction moves towards the clean one (Xie et al. 2020, UDA)."""
+        from xmodal.adapters.text_glyphs import typo_noise
+
+        noisy = typo_noise(codes, float(self.hparams.typo_noise))
+        noisy_outputs = self.head(self.sequence_pool.encode(*self._glyph_vectors(noisy)))
+        divergence = F.kl_div(noisy_outputs.log_softmax(-1), outputs.detach().softmax(-1),
+                              reduction="batchmean")
+        return float(self.hparams.typo_consistency) * divergence
 
     def _distinct_glyph_features(self, distinct: torch.Tensor) -> torch.Tensor:
         """Backbone features of glyphs; the frozen part of the backbone runs once per code

@@ -50,6 +50,8 @@ class ClassificationTask(BaseTask):
         else:
             logits = self(batch["input"])
             loss = self.loss_fn(logits, batch["label"])
+        if stage == "train" and self.hparams.get("typo_consistency") and self.sequence_pool is not None:
+            loss = loss + self.typo_consistency_loss(batch["input"], logits)
         metrics.update(logits.detach(), batch["label"])
         batch_size = batch["label"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=stage != "train", batch_size=batch_size, sync_dist=stage != "train")

@@ -99,9 +99,10 @@ class HashingTask(BaseTask):
             raise ConfigError(f"activation must be tanh or sigmoid, not {activation!r}")
         self._bits, self._objective, self._activation = bits, objective, activation
         self._dropout, self._input_norm = dropout, input_norm
-        if kwargs.get("adversarial"):  # refused before the backbone is loaded
-            raise ConfigError("adversarial training is implemented for classification "
-                              "(ClassificationTask), not for hashing")
+        for option in ("adversarial", "typo_consistency"):  # refused before the backbone loads
+            if kwargs.get(option):
+                raise ConfigError(f"{option} training is implemented for classification "
+                                  "(ClassificationTask), not for hashing")
         super().__init__(*args, **kwargs)  # BaseTask saves this class's arguments too
 
     def configure_head(self, in_features: int, num_outputs: int) -> nn.Module:
