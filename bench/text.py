@@ -222,7 +222,7 @@ def print_table(results: dict, datasets: list[str], out: Path) -> None:
     the drop (and texts) averaged over all the perturbed copies, which a single draw of
     the perturbation (a few texts either way) does not decide."""
     print()
-    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}{'texts':>7}{'all draws':>11}"
+    header = f"{'data set':<14}{'model':<8}{'acc':>8}{'macro-F1':>10}{'spam-F1':>9}{'pert. acc':>11}{'drop':>8}{'texts':>7}{'all draws':>13}"
     print(header)
     print("-" * len(header))
     for name in (d for d in datasets if d in results):
@@ -233,7 +233,7 @@ def print_table(results: dict, datasets: list[str], out: Path) -> None:
                   f"{'' if spam is None else f'{spam:.4f}':>9}"
                   f"{row[f'{model}_perturbed_acc']:>11.4f}{row[f'{model}_drop']:>8.4f}"
                   f"{row[f'{model}_drop'] * row['n_test']:>7.1f}"
-                  f"{_draws(row.get(f'{model}_drop_draws_mean'), row['n_test']):>11}")
+                  f"{_draws(row.get(f'{model}_drop_draws_mean'), row['n_test']):>13}")
         recipe = row.get("recipe")
         if recipe:
             print(f"{'':<14}recipe {recipe['config']}: layout {recipe['adapter'].get('layout', 'lines')}, "
