@@ -394,6 +394,17 @@ def test_short_fit_learns_spam_from_glyphs(tmp_path) -> None:
         export_model(loaded, tmp_path / "g.onnx")
 
 
+def _fit_val_f1(data: XModalDataModule, tmp_path: Path, **options) -> float:
+    """Validation macro-F1 of a 10-epoch linear probe on ``data`` with ``options``."""
+    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64,
+                              early_stopping_patience=None, restore_best=False, **options)
+    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=data)
+    return trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"]
+
+
 def test_adversarial_copy_raises_the_loss_and_trains(tmp_path) -> None:
     """The adversarial copy moves the character vectors uphill: its loss is above the
     clean loss, by more the further it moves; a fit with it learns."""
@@ -417,13 +428,7 @@ def test_adversarial_copy_raises_the_loss_and_trains(tmp_path) -> None:
         if size == 0.0:
             assert losses[size] == pytest.approx(clean.item(), abs=1e-6)
     assert losses[0.0] < losses[0.05] < losses[0.5]
-    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64, adversarial=0.1,
-                              early_stopping_patience=None, restore_best=False)
-    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path))
-    trainer.fit(task, datamodule=data)
-    assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"] > 0.7
+    assert _fit_val_f1(data, tmp_path, adversarial=0.1) > 0.7
     with pytest.raises(ValueError, match="adversarial must be >= 0"):
         ClassificationTask(adversarial=-1.0)
     from xmodal.tasks.hashing import HashingTask
@@ -478,13 +483,7 @@ def test_typo_noise_trains_only(tmp_path) -> None:
     task.train()
     _, noisy_keep = task._glyph_vectors(batch)
     assert 0.6 < noisy_keep.sum().item() / keep.sum().item() < 0.9  # a quarter dropped
-    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64, typo_noise=0.1,
-                              early_stopping_patience=None, restore_best=False)
-    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path))
-    trainer.fit(task, datamodule=data)
-    assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"] > 0.7
+    assert _fit_val_f1(data, tmp_path, typo_noise=0.1) > 0.7
     with pytest.raises(ValueError, match="typo_noise must be in"):
         ClassificationTask(typo_noise=1.0)
 
@@ -510,13 +509,7 @@ def test_typo_consistency_pulls_the_typod_copy_towards_the_clean_prediction(tmp_
     assert term.item() > 0 and term.requires_grad
     task.hparams.typo_noise = 1e-9  # (almost) no typos: the copies agree
     assert task.typo_consistency_loss(batch, logits).item() == pytest.approx(0.0, abs=1e-6)
-    task = ClassificationTask(strategy="linear_probe", lr=3e-3, sequence_hidden=64, typo_noise=0.1,
-                              typo_consistency=1.0, early_stopping_patience=None, restore_best=False)
-    trainer = pl.Trainer(max_epochs=10, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path))
-    trainer.fit(task, datamodule=data)
-    assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/f1"] > 0.7
+    assert _fit_val_f1(data, tmp_path, typo_noise=0.1, typo_consistency=1.0) > 0.7
     with pytest.raises(ConfigError, match="typo_consistency needs typo_noise"):
         ClassificationTask(typo_consistency=1.0)
     from xmodal.tasks.hashing import HashingTask
