@@ -142,10 +142,8 @@ def load_recipe(name: str, args: argparse.Namespace) -> dict:
                        ("group_by_length", args.group_by_length), ("val_fraction", args.val_fraction)):
         if value is not None:
             recipe[key] = value
-    for key in ("backbone", "strategy", "freeze", "lr", "sequence_hidden", "glyph_dropout",
-                "char_embedding", "pair_embedding", "triple_embedding", "adversarial", "typo_noise",
-                "gram_dropout", "typo_consistency", "dropout"):
-        value = getattr(args, key)
+    for key in RECIPE_MODEL_KEYS:  # those with a command-line flag
+        value = getattr(args, key, None)
         if value is not None:
             recipe["model"][key] = int(value) if key == "freeze" and str(value).isdigit() else value
     return recipe
@@ -360,10 +358,10 @@ def main() -> None:
         base_pred, base_perts = tfidf_baseline([i.source for i in spec.train],
                                                [i.label for i in spec.train], texts, perturbed_sets)
         base = metrics(truth, base_pred, positive)
-        base_p = metrics(truth, base_perts[0], positive)
-        base_drops = [base["acc"] - metrics(truth, p)["acc"] for p in base_perts]
+        base_perturbed_accs = [metrics(truth, p)["acc"] for p in base_perts]
+        base_drops = [base["acc"] - acc for acc in base_perturbed_accs]
         row = {"recipe": load_recipe(name, args), "tfidf_acc": base["acc"], "tfidf_macro_f1": base["macro_f1"],
-               "tfidf_perturbed_acc": base_p["acc"], "tfidf_drop": base["acc"] - base_p["acc"],
+               "tfidf_perturbed_acc": base_perturbed_accs[0], "tfidf_drop": base_drops[0],
                "tfidf_drops": base_drops, "tfidf_drop_draws_mean": statistics.mean(base_drops),
                "perturb_draws": args.perturb_draws,
                "tfidf_seconds": time.perf_counter() - start,
@@ -373,7 +371,7 @@ def main() -> None:
         results[name] = row
         prepared[name] = (texts, truth, perturbed_sets, positive)
         print(f"{name}: tf-idf acc {base['acc']:.4f} macro-F1 {base['macro_f1']:.4f} "
-              f"perturbed acc {base_p['acc']:.4f}", flush=True)
+              f"perturbed acc {base_perturbed_accs[0]:.4f}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))  # a cut-short run keeps these
 
